@@ -1,0 +1,205 @@
+"""The agent: configuration, plugins, store, PostgreSQL, scheduler and HTTP, put together.
+
+Plugins receive the :class:`Agent` in their hooks and use:
+
+``agent.config``
+    :class:`~agent_core.config.Config`; ``agent.config.section("<plugin>")``
+    holds the plugin's own options.
+``agent.postgres``
+    :class:`~agent_core.postgres.Postgres`, the connection helper.
+``agent.store``
+    :class:`~agent_core.store.Store` (SQLAlchemy engine of the operations store).
+``agent.scheduler``
+    :class:`~agent_core.scheduler.Scheduler`.
+``agent.plugin_names``, ``agent.version``, ``agent.started_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psutil
+
+from . import __version__
+from .auth import Auth, UsersFile
+from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
+from .errors import HTTPError, StartupError
+from .hookspecs import Route
+from .http import Middleware, Request, Server, build_app
+from .plugins import Plugins, installed, load_enabled
+from .postgres import Postgres
+from .scheduler import Scheduler
+from .store import Store
+
+log = logging.getLogger("pgwarden")
+
+
+def load(
+    raw: RawConfig,
+    modules: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Config, Plugins]:
+    """Validate the configuration and load plugins, without side effects.
+
+    ``modules`` gives the plugins explicitly (name -> module), bypassing entry
+    points (tests); otherwise the enabled ones are imported from entry points.
+    """
+    environ = os.environ if environ is None else environ
+    enabled = enabled_plugins(raw, environ)
+    if modules is None:
+        modules = load_enabled(enabled)
+        ignored = [name for name in installed() if name not in modules]
+    else:
+        ignored = [name for name in raw.sections if name not in modules and name not in ("agent", "postgresql")]
+        ignored = [name for name in ignored if name in installed()]
+    plugins = Plugins(modules)
+    schemas = [agent_schema(), postgresql_schema(), *plugins.config_schemas()]
+    config = validate(raw, schemas, environ, ignored_sections=ignored)
+    return config, plugins
+
+
+class Agent:
+    def __init__(self, config: Config, plugins: Plugins):
+        self.config = config
+        self.plugins = plugins
+        self.plugin_names = list(plugins.names)
+        self.version = __version__
+        self.started_at = time.time()
+        settings = config.agent
+        self.store = Store(config.store_url())
+        self.postgres = Postgres(config.postgresql)
+        self.auth = Auth(
+            self.store, UsersFile(config.users_path()), settings["key"], settings["session_idle"], settings["session_lifetime"]
+        )
+        self.scheduler = Scheduler(
+            self.store,
+            self,
+            workers=settings["scheduler_workers"],
+            grace=settings["scheduler_grace"],
+            retention=settings["scheduler_retention"],
+        )
+        self.server: Server | None = None
+        self.app: Any = None
+        self._started = False
+
+    @classmethod
+    def from_config(
+        cls, raw: RawConfig, modules: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Agent:
+        config, plugins = load(raw, modules, environ)
+        return cls(config, plugins)
+
+    def setup(self) -> None:
+        """Create tables, register tasks and routes, run start-up hooks."""
+        self.store.create(*self.plugins.db_metadata())
+        for task in self.plugins.tasks(self):
+            self.scheduler.register(task)
+        routes = self.plugins.routes(self)
+        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"])
+        self.plugins.startup(self)
+
+    def start(self) -> None:
+        """Set up, start the scheduler, bind and serve (in background threads)."""
+        self.setup()
+        self._started = True
+        try:
+            self.scheduler.start()
+            self.server = Server(self.app, self.config.agent)
+            try:
+                self.server.start()
+            except OSError as e:
+                raise StartupError(
+                    f"cannot listen on {self.config.agent['address']}:{self.config.agent['port']}: {e.strerror or e}"
+                ) from None
+        except BaseException:
+            self.stop()
+            raise
+        log.info("pgwarden %s listening on %s (plugins: %s)", __version__, self.server.url, ", ".join(self.plugin_names) or "none")
+
+    def stop(self) -> None:
+        """Stop accepting requests, stop the scheduler, run shutdown hooks."""
+        if self.server is not None:
+            self.server.stop()
+        self.scheduler.stop()
+        if self._started:
+            self.plugins.shutdown(self)
+            self._started = False
+        self.postgres.close()
+        self.store.dispose()
+
+
+# -- core routes --------------------------------------------------------------
+
+
+def login(request: Request) -> dict[str, Any]:
+    """POST /login {"username", "password"} -> {"session": "<64 hex>"}.
+
+    200 session created; 400 body not JSON; 406 parameter missing or not a
+    string; 401 wrong credentials; 429 too many failures (Retry-After).
+    """
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "Request body must be a JSON object.")
+    for name in ("username", "password"):
+        if not isinstance(body.get(name), str):
+            raise HTTPError(406, f"Parameter '{name}' is malformed.")
+    token = request.agent.auth.login(body["username"], body["password"], request.remote_addr)
+    return {"session": token}
+
+
+def logout(request: Request) -> dict[str, Any]:
+    """GET /logout -> {"logout": true}: ends the current session. 200; 401; 406."""
+    request.agent.auth.logout(request.header("X-Session") or "")
+    return {"logout": True}
+
+
+def profile(request: Request) -> dict[str, Any]:
+    """GET /profile -> {"username": ...}. 200; 401; 406."""
+    return {"username": request.username}
+
+
+def status(request: Request) -> dict[str, Any]:
+    """GET /status (public): version, uptime in seconds, liveness. 200."""
+    return {"alive": True, "version": __version__, "uptime": round(time.time() - request.agent.started_at, 3)}
+
+
+def discover(request: Request) -> dict[str, Any]:
+    """GET /discover: host and PostgreSQL facts. 200; 401; 406; 503 PostgreSQL down."""
+    agent = request.agent
+    rows = agent.postgres.query(
+        "SELECT current_setting('server_version_num')::int AS num, version() AS summary,"
+        " current_setting('server_version') AS version, current_setting('port')::int AS port,"
+        " current_setting('block_size')::int AS block_size,"
+        " current_setting('data_directory', true) AS data"
+    )
+    pg = rows[0]
+    return {
+        "hostname": socket.getfqdn(),
+        "cpu": os.cpu_count(),
+        "memory_size": psutil.virtual_memory().total,
+        "pg_port": pg["port"],
+        "pg_version": pg["version"],
+        "pg_version_num": pg["num"],
+        "pg_version_summary": pg["summary"],
+        "pg_data": pg["data"],
+        "pg_block_size": pg["block_size"],
+        "instance": agent.config.postgresql["instance"],
+        "plugins": agent.plugin_names,
+        "agent_version": __version__,
+    }
+
+
+def core_routes() -> list[tuple[Route, bool]]:
+    """(route, public) pairs of the core. Only the core can make a route public."""
+    return [
+        (Route("POST", "/login", login), True),
+        (Route("GET", "/status", status), True),
+        (Route("GET", "/logout", logout), False),
+        (Route("GET", "/profile", profile), False),
+        (Route("GET", "/discover", discover, key=True), False),
+    ]

@@ -1,0 +1,233 @@
+"""Users, passwords, sessions, the agent key and login throttling.
+
+Users file: one ``username:scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` line per
+user, written by ``pgwarden user``. Cost parameters live beside each hash so
+they can be raised later without breaking old entries.
+
+Sessions: ``secrets.token_hex(32)`` given to the client; only its SHA-256
+is stored (``core_sessions``), so a copy of the store does not leak usable
+sessions. They expire after ``session_idle`` seconds without use (sliding)
+and ``session_lifetime`` seconds after login (absolute).
+
+Throttling: failures are counted per (username, client address); from the
+third one the client must wait 2^(n-3) seconds (capped at 5 minutes),
+answered 429 with ``Retry-After``. Nothing sleeps in a server thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from .errors import HTTPError
+from .store import Store, now, sessions
+
+SESSION_RE = re.compile(r"^[0-9a-f]{64}$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+FREE_FAILURES = 2
+MAX_BACKOFF = 300
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32)
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        computed = hashlib.scrypt(
+            password.encode(),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=256 * 1024 * 1024,
+            dklen=len(digest) // 2,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+# A hash of a random password, checked for unknown users so that a wrong
+# username costs the same time as a wrong password.
+_DUMMY = hash_password(secrets.token_hex(16))
+
+
+class UsersFile:
+    """The users file: read on every login (so ``pgwarden user`` applies at
+    once), written atomically with mode 0600."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self) -> dict[str, str]:
+        users: dict[str, str] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    line = line.strip()
+                    if line and not line.startswith("#") and ":" in line:
+                        name, encoded = line.split(":", 1)
+                        users[name] = encoded
+        except FileNotFoundError:
+            pass
+        return users
+
+    def save(self, users: dict[str, str]) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("# pgwarden users: managed by 'pgwarden user'\n")
+                for name in sorted(users):
+                    f.write(f"{name}:{users[name]}\n")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def set(self, username: str, password: str) -> None:
+        if not USERNAME_RE.match(username):
+            raise ValueError("username must be 1 to 64 letters, digits or _ . @ -")
+        if not password:
+            raise ValueError("password must not be empty")
+        users = self.load()
+        users[username] = hash_password(password)
+        self.save(users)
+
+    def delete(self, username: str) -> bool:
+        users = self.load()
+        if users.pop(username, None) is None:
+            return False
+        self.save(users)
+        return True
+
+    def check(self, username: str, password: str) -> bool:
+        encoded = self.load().get(username)
+        ok = verify_password(password, encoded or _DUMMY)
+        return ok and encoded is not None
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    blocked_until: float = 0.0
+
+
+class Throttle:
+    """Growing back-off after repeated login failures per (user, address)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[str, str], _Failures] = {}
+
+    def retry_after(self, username: str, address: str) -> int:
+        with self._lock:
+            f = self._failures.get((username, address))
+            if f is None:
+                return 0
+            wait = f.blocked_until - time.monotonic()
+        return int(wait) + 1 if wait > 0 else 0
+
+    def failed(self, username: str, address: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10000:  # bound memory under a spray of names
+                self._failures.clear()
+            f = self._failures.setdefault((username, address), _Failures())
+            f.count += 1
+            if f.count > FREE_FAILURES:
+                delay = min(MAX_BACKOFF, 2 ** (f.count - FREE_FAILURES - 1))
+                f.blocked_until = time.monotonic() + delay
+
+    def succeeded(self, username: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop((username, address), None)
+
+
+class Auth:
+    """Every authentication decision of the agent is made here."""
+
+    def __init__(self, store: Store, users: UsersFile, key: str | None, idle: int, lifetime: int):
+        self.store = store
+        self.users = users
+        self.key = key
+        self.idle = idle
+        self.lifetime = lifetime
+        self.throttle = Throttle()
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def login(self, username: str, password: str, address: str) -> str:
+        wait = self.throttle.retry_after(username, address)
+        if wait:
+            raise HTTPError(429, "Too many failed logins: retry later.", {"Retry-After": str(wait)})
+        if not self.users.check(username, password):
+            self.throttle.failed(username, address)
+            raise HTTPError(401, "Invalid username/password.")
+        self.throttle.succeeded(username, address)
+        token = secrets.token_hex(32)
+        stamp = now()
+        with self.store.begin() as conn:
+            conn.execute(
+                sessions.insert().values(
+                    token_hash=self._digest(token), username=username, created_at=stamp, last_seen=stamp, address=address
+                )
+            )
+            conn.execute(sessions.delete().where(sessions.c.created_at < stamp - timedelta(seconds=self.lifetime)))
+        return token
+
+    def session_user(self, token: str | None) -> str:
+        """The user owning a valid session, sliding its idle expiry; 406/401 otherwise."""
+        if token is None or not SESSION_RE.match(token):
+            raise HTTPError(406, "Parameter 'X-Session' is malformed.")
+        digest = self._digest(token)
+        stamp = now()
+        with self.store.begin() as conn:
+            row = conn.execute(
+                sa.select(sessions.c.username, sessions.c.created_at, sessions.c.last_seen).where(
+                    sessions.c.token_hash == digest
+                )
+            ).first()
+            if row is None:
+                raise HTTPError(401, "Invalid session.")
+            expired = (stamp - row.last_seen).total_seconds() > self.idle or (
+                stamp - row.created_at
+            ).total_seconds() > self.lifetime
+            if expired or row.username not in self.users.load():
+                conn.execute(sessions.delete().where(sessions.c.token_hash == digest))
+                expired = True
+            else:
+                conn.execute(sessions.update().where(sessions.c.token_hash == digest).values(last_seen=stamp))
+        if expired:
+            raise HTTPError(401, "Invalid session.")
+        return str(row.username)
+
+    def logout(self, token: str) -> None:
+        with self.store.begin() as conn:
+            conn.execute(sessions.delete().where(sessions.c.token_hash == self._digest(token)))
+
+    def key_ok(self, key: str) -> bool:
+        """Constant-time comparison with the configured agent key; 401 if wrong."""
+        if not self.key or not hmac.compare_digest(key.encode(), self.key.encode()):
+            raise HTTPError(401, "Invalid key.")
+        return True

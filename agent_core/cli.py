@@ -1,0 +1,235 @@
+"""The ``pgwarden`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_CONFIG, RawConfig
+from .errors import ConfigError, PgwardenError, StartupError
+
+log = logging.getLogger("pgwarden")
+
+DESCRIPTION = """\
+pgwarden: remote-control agent for one PostgreSQL instance.
+
+It serves an authenticated REST API (bottle on cheroot, TLS) and runs a
+persistent scheduler; features are plugins enabled in the config file
+([agent] plugins = activity, maintenance).
+
+The config file is --config, else $PGWARDEN_CONFIG, else
+/etc/pgwarden/pgwarden.conf. Any key can be overridden by the environment
+variable PGWARDEN_<SECTION>_<KEY> (e.g. PGWARDEN_AGENT_PORT=2346).
+"""
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("PGWARDEN_CONFIG") or DEFAULT_CONFIG
+
+
+def _setup_logging(level: str, destination: str) -> None:
+    handler: logging.Handler
+    if destination == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    elif destination == "syslog":
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+    else:
+        handler = logging.handlers.WatchedFileHandler(destination)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("cheroot").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .agent import load
+
+    return load(RawConfig.read(_config_path(args)))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .agent import Agent
+
+    config, plugins = _load(args)
+    _setup_logging(config.agent["log_level"], config.agent["log_file"])
+    agent = Agent(config, plugins)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    assert agent.server is not None
+    print(f"pgwarden {__version__} listening on {agent.server.url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        agent.stop()
+    log.info("stopped")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config, plugins = _load(args)
+    print(f"{_config_path(args)}: OK (plugins: {', '.join(plugins.names) or 'none'})")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .config import enabled_plugins
+    from .plugins import installed
+
+    try:
+        enabled = enabled_plugins(RawConfig.read(_config_path(args)), os.environ)
+    except ConfigError:
+        if args.config:
+            raise
+        enabled = []
+    found = installed()
+    if not found:
+        print("no plugin installed (entry-point group 'pgwarden')")
+    for name, info in sorted(found.items()):
+        state = "enabled" if name in enabled else "disabled"
+        print(f"{name:<16} {info.distribution} {info.version:<10} {state}")
+    for name in enabled:
+        if name not in found:
+            print(f"{name:<16} (not installed)  enabled in the config", file=sys.stderr)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> Any:
+    from .agent import load
+    from .auth import UsersFile
+
+    if args.users_file:
+        return UsersFile(args.users_file)
+    config, _ = load(RawConfig.read(_config_path(args)))
+    return UsersFile(config.users_path())
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Password again: "):
+            raise PgwardenError("passwords do not match")
+    if not password:
+        raise PgwardenError("empty password")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    users = _users(args)
+    if args.action == "list":
+        for name in sorted(users.load()):
+            print(name)
+        return 0
+    if args.action == "delete":
+        if not users.delete(args.username):
+            raise PgwardenError(f"no user {args.username!r} in {users.path}")
+        print(f"user {args.username!r} deleted")
+        return 0
+    exists = args.username in users.load()
+    if args.action == "add" and exists:
+        raise PgwardenError(f"user {args.username!r} exists: use 'pgwarden user passwd'")
+    if args.action == "passwd" and not exists:
+        raise PgwardenError(f"no user {args.username!r}: use 'pgwarden user add'")
+    try:
+        users.set(args.username, _read_password(args))
+    except ValueError as e:
+        raise PgwardenError(str(e)) from None
+    print(f"user {args.username!r} {'added' if args.action == 'add' else 'updated'} in {users.path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.home, args.port, args.plugins)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgwarden", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"pgwarden {__version__}")
+    p.add_argument("-c", "--config", help="config file (default: $PGWARDEN_CONFIG or %(default)s)".replace(
+        "%(default)s", DEFAULT_CONFIG))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("serve", help="run the agent in the foreground",
+                       description="Run the agent in the foreground. SIGTERM or SIGINT stops it gracefully: "
+                       "it stops accepting connections, lets running operations finish for a few seconds, "
+                       "cancels the rest and exits 0.")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check-config", help="validate the config file and plugins, then exit",
+                       description="Validate the config file and the enabled plugins. Prints every problem "
+                       "as section.key: reason and exits 1, or prints OK and exits 0.")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("plugins", help="list installed plugins, their versions, enabled or not",
+                       description="List the plugins installed in the 'pgwarden' entry-point group, with their "
+                       "distribution and version, and whether the config enables them. Nothing is imported.")
+    s.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("user", help="manage the users file (add, passwd, delete, list)",
+                       description="Manage API users. Passwords are read from a prompt, or from the first line "
+                       "of standard input when it is not a terminal (or with --stdin); never from arguments.")
+    s.add_argument("--users-file", help="users file (default: [agent] users of the config)")
+    s.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    s.set_defaults(func=cmd_user)
+    user_sub = s.add_subparsers(dest="action", metavar="ACTION")
+    user_sub.required = True
+    for action, text in (("add", "add a user"), ("passwd", "change a user's password"), ("delete", "delete a user")):
+        a = user_sub.add_parser(action, help=text, description=text.capitalize() + ".")
+        a.add_argument("username")
+    user_sub.add_parser("list", help="list users", description="List user names.")
+
+    s = sub.add_parser("demo", help="start a throwaway PostgreSQL and an agent with a demo user",
+                       description="Create a throwaway PostgreSQL cluster, a config with the given plugins, "
+                       "a user and an agent on 127.0.0.1, print the URL, credentials and curl examples, "
+                       "and serve until interrupted (the cluster is then removed).")
+    s.add_argument("--home", default=".demo", help="directory for the demo's files (default: %(default)s)")
+    s.add_argument("--port", type=int, default=2345, help="agent port (default: %(default)s)")
+    s.add_argument("--plugins", default="activity,maintenance", help="plugins to enable (default: %(default)s)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"pgwarden: configuration is not valid ({len(e.problems)} problem(s)):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except StartupError as e:
+        print(f"pgwarden: cannot start: {e}", file=sys.stderr)
+        return 2
+    except PgwardenError as e:
+        print(f"pgwarden: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

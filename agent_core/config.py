@@ -1,0 +1,294 @@
+"""Configuration: an INI file, overridden by environment variables.
+
+Every section is described by a :class:`SectionSchema` of
+:class:`~agent_core.hookspecs.Option` s: the core declares ``[agent]`` and
+``[postgresql]`` here; each enabled plugin declares its own section through
+``agent_add_config``. :func:`validate` checks everything in one pass and raises
+:class:`~agent_core.errors.ConfigError` listing every problem as
+``section.key: reason``.
+
+Environment override rule: ``PGWARDEN_<SECTION>_<KEY>`` in upper case, for
+example ``PGWARDEN_AGENT_PORT=2346`` or ``PGWARDEN_POSTGRESQL_PASSWORD=...``.
+An environment value wins over the file. ``PGWARDEN_CONFIG`` names the file
+itself.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .hookspecs import Option
+
+ENV_PREFIX = "PGWARDEN_"
+DEFAULT_CONFIG = "/etc/pgwarden/pgwarden.conf"
+
+
+class SectionSchema:
+    """The options of one config section, in declaration order."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.options: dict[str, Option] = {}
+
+    def add(self, option: Option) -> None:
+        if not isinstance(option, Option):
+            raise TypeError(f"[{self.name}] add() takes an Option, not {type(option).__name__}")
+        if option.name in self.options:
+            raise ValueError(f"[{self.name}] option {option.name!r} declared twice")
+        self.options[option.name] = option
+
+
+def _positive(value: Any) -> Any:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return value
+
+
+def agent_schema() -> SectionSchema:
+    s = SectionSchema("agent")
+    for opt in (
+        Option("address", str, "127.0.0.1", "Address to listen on."),
+        Option("port", int, 2345, "TCP port to listen on (0 picks a free one).", validator=_port),
+        Option("tls_cert", str, None, "PEM certificate file; TLS is on when set."),
+        Option("tls_key", str, None, "PEM private key of the certificate."),
+        Option("tls_ca", str, None, "CA file used to verify client certificates."),
+        Option("tls_client_verify", str, "none", "Client certificate check.", choices=("none", "optional", "required")),
+        Option("threads", int, 16, "HTTP worker threads.", validator=_positive),
+        Option("home", str, "/var/lib/pgwarden", "State directory (operations store, users file)."),
+        Option("store", str, None, "SQLAlchemy URL of the operations store (default: SQLite file in home)."),
+        Option("key", str, None, "Agent key accepted where the API allows it (unset: key disabled).", secret=True),
+        Option("users", str, None, "Users file (default: <home>/users)."),
+        Option("session_idle", int, 3600, "Seconds of inactivity after which a session ends.", validator=_positive),
+        Option("session_lifetime", int, 86400, "Seconds after login after which a session ends.", validator=_positive),
+        Option("plugins", list, [], "Enabled plugins, by entry-point name."),
+        Option("cors_origin", str, "*", "Access-Control-Allow-Origin sent on every response."),
+        Option("max_body", int, 102400, "Largest accepted request body, in bytes.", validator=_positive),
+        Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+        Option("log_file", str, "stderr", "Log destination: stderr, syslog or a file path."),
+        Option("scheduler_workers", int, 2, "Operations run at the same time.", validator=_positive),
+        Option("scheduler_grace", int, 300, "Seconds after its time an operation missed while down still runs."),
+        Option("scheduler_retention", int, 7 * 86400, "Seconds finished operations are kept."),
+    ):
+        s.add(opt)
+    return s
+
+
+def postgresql_schema() -> SectionSchema:
+    s = SectionSchema("postgresql")
+    for opt in (
+        Option("host", str, "/var/run/postgresql", "Socket directory or address."),
+        Option("port", int, 5432, "Port.", validator=_port),
+        Option("user", str, "postgres", "Role the agent connects as."),
+        Option("password", str, None, "Password (unset: none, or .pgpass).", secret=True),
+        Option("dbname", str, "postgres", "Default database."),
+        Option("instance", str, "main", "Instance name shown to clients."),
+        Option("connect_timeout", int, 5, "Seconds to wait for a connection.", validator=_positive),
+        Option("statement_timeout", int, 30, "Seconds a monitoring query may run.", validator=_positive),
+    ):
+        s.add(opt)
+    return s
+
+
+def _convert(option: Option, raw: str) -> Any:
+    """Turn the text of a value into the option's type (ValueError: reason)."""
+    raw = raw.strip()
+    if option.type is bool:
+        low = raw.lower()
+        if low in ("1", "yes", "true", "on"):
+            return True
+        if low in ("0", "no", "false", "off"):
+            return False
+        raise ValueError(f"expected a boolean (yes/no), got {raw!r}")
+    if option.type is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if option.type is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if option.type is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _check(option: Option, value: Any) -> Any:
+    if option.choices and value not in option.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, option.choices))}, got {value!r}")
+    if option.minimum is not None and value < option.minimum:
+        raise ValueError(f"must be at least {option.minimum}")
+    if option.validator is not None:
+        result = option.validator(value)
+        if result is not None:
+            value = result
+    return value
+
+
+@dataclass
+class RawConfig:
+    """The file as read: section -> key -> text, plus where it came from."""
+
+    sections: dict[str, dict[str, str]] = field(default_factory=dict)
+    path: str | None = None
+
+    @classmethod
+    def read(cls, path: str | None) -> RawConfig:
+        if path is None:
+            return cls()
+        parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except OSError as e:
+            raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+        except configparser.Error as e:
+            raise ConfigError([f"{path}: not a valid INI file: {e.message}"]) from None
+        return cls({s: dict(parser.items(s)) for s in parser.sections()}, path)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> RawConfig:
+        out: dict[str, dict[str, str]] = {}
+        for section, values in data.items():
+            out[section] = {}
+            for key, value in values.items():
+                if isinstance(value, (list, tuple)):
+                    value = ", ".join(map(str, value))
+                elif isinstance(value, bool):
+                    value = "yes" if value else "no"
+                out[section][key] = "" if value is None else str(value)
+        return cls(out)
+
+    def get(self, section: str, key: str, environ: Mapping[str, str]) -> str | None:
+        env = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+        if env in environ:
+            return environ[env]
+        return self.sections.get(section, {}).get(key)
+
+
+class Config:
+    """Validated configuration: ``config.agent``, ``config.postgresql`` and
+    ``config.section(name)`` are plain dicts of typed values."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], schemas: dict[str, SectionSchema], path: str | None):
+        self._values = values
+        self.schemas = schemas
+        self.path = path
+
+    @property
+    def agent(self) -> dict[str, Any]:
+        return self._values["agent"]
+
+    @property
+    def postgresql(self) -> dict[str, Any]:
+        return self._values["postgresql"]
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self._values.get(name, {})
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.agent["tls_cert"])
+
+    def store_url(self) -> str:
+        return self.agent["store"] or "sqlite:///" + os.path.join(self.agent["home"], "pgwarden.db")
+
+    def users_path(self) -> str:
+        return self.agent["users"] or os.path.join(self.agent["home"], "users")
+
+
+def enabled_plugins(raw: RawConfig, environ: Mapping[str, str]) -> list[str]:
+    """The enable list, read before plugins are loaded (duplicates removed)."""
+    text = raw.get("agent", "plugins", environ) or ""
+    names = _convert(Option("plugins", list), text)
+    return list(dict.fromkeys(names))
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(
+    raw: RawConfig,
+    schemas: Iterable[SectionSchema],
+    environ: Mapping[str, str] | None = None,
+    ignored_sections: Iterable[str] = (),
+) -> Config:
+    """Check every section and key in one pass; raise ConfigError with all problems.
+
+    ``ignored_sections`` are sections of installed but disabled plugins: their
+    keys are not checked (the plugin is never imported to know them).
+    """
+    environ = os.environ if environ is None else environ
+    by_name = {s.name: s for s in schemas}
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    ignored = set(ignored_sections)
+
+    for section, keys in raw.sections.items():
+        if section in ignored:
+            continue
+        if section not in by_name:
+            problems.append(f"{section}: unknown section (not a core section nor an enabled plugin)")
+            continue
+        for key in keys:
+            if key not in by_name[section].options:
+                problems.append(f"{section}.{key}: unknown key")
+
+    for name, schema in by_name.items():
+        values[name] = {}
+        for key, option in schema.options.items():
+            text = raw.get(name, key, environ)
+            if text is None or (text.strip() == "" and option.type is not list):
+                if option.required:
+                    problems.append(f"{name}.{key}: required")
+                values[name][key] = option.default
+                continue
+            try:
+                values[name][key] = _check(option, _convert(option, text))
+            except ValueError as e:
+                problems.append(f"{name}.{key}: {e}")
+
+    agent = values.get("agent", {})
+    if agent:
+        if bool(agent.get("tls_cert")) != bool(agent.get("tls_key")):
+            problems.append("agent.tls_key: tls_cert and tls_key must be set together")
+        for key in ("tls_cert", "tls_key", "tls_ca"):
+            path = agent.get(key)
+            if path and not os.path.isfile(path):
+                problems.append(f"agent.{key}: no such file {path!r}")
+        if agent.get("tls_client_verify") != "none" and not agent.get("tls_ca"):
+            problems.append("agent.tls_client_verify: needs agent.tls_ca")
+        if not agent.get("tls_cert") and agent.get("address") and not _is_loopback(agent["address"]):
+            problems.append(
+                f"agent.address: refusing plain HTTP on {agent['address']}: "
+                "set tls_cert and tls_key, or bind to 127.0.0.1"
+            )
+        store = agent.get("store")
+        if store and "://" not in store:
+            problems.append(f"agent.store: not a SQLAlchemy URL: {store!r}")
+        if agent.get("session_idle") and agent.get("session_lifetime"):
+            if agent["session_idle"] > agent["session_lifetime"]:
+                problems.append("agent.session_idle: must not exceed agent.session_lifetime")
+    if problems:
+        raise ConfigError(problems)
+    return Config(values, by_name, raw.path)

@@ -1,0 +1,282 @@
+"""The HTTP layer: one bottle app, authentication in one place, JSON always.
+
+Every route, the core's and the plugins', is added to the one app by
+:func:`build_app` and wrapped by :func:`_guard`, which authenticates the
+request (deny by default), calls the view and turns its result into JSON.
+Bottle's own errors (404, 405, 413...) and unexpected exceptions are answered
+as ``{"error": ...}`` by :func:`_error_handler`; the traceback goes to the
+log only. A small WSGI wrapper adds ``Server``, CORS headers and the access
+log line (with the agent key redacted).
+
+The app is served by ``cheroot.wsgi.Server`` (:class:`Server`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+import bottle
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from . import __version__
+from .errors import HTTPError, json_error
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .hookspecs import Route
+
+log = logging.getLogger("pgwarden.http")
+access_log = logging.getLogger("pgwarden.access")
+
+KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
+ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
+SERVER = f"pgwarden/{__version__}"
+
+
+class Request:
+    """What a view receives: the parsed request and who made it.
+
+    ``username`` is the session's user, or None when authenticated by the
+    agent key (``auth == "key"``) or on a public route.
+    """
+
+    def __init__(self, agent: Agent, raw: bottle.BaseRequest, username: str | None, auth: str | None):
+        self.agent = agent
+        self.raw = raw
+        self.username = username
+        self.auth = auth
+        self.method: str = raw.method
+        self.path: str = raw.path
+        self.query: dict[str, str] = dict(raw.query.decode().items())  # type: ignore[attr-defined]
+        self.remote_addr: str = raw.environ.get("REMOTE_ADDR", "")
+        self._json: Any = None
+        self._parsed = False
+
+    @property
+    def requester(self) -> str:
+        """Who asked, for records: the user name, or ``key`` for the agent key."""
+        return self.username or (self.auth or "anonymous")
+
+    def header(self, name: str) -> str | None:
+        return self.raw.get_header(name)
+
+    def json(self) -> Any:
+        """The body parsed as JSON whatever its Content-Type (the temboard UI
+        sends JSON as form-encoded); ``{}`` when empty. 413 when larger than
+        ``[agent] max_body``; 400 when not JSON."""
+        if not self._parsed:
+            self._json = read_json_body(self.raw, self.agent.config.agent["max_body"])
+            self._parsed = True
+        return self._json
+
+
+def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
+    length = raw.content_length
+    if length > limit:
+        raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
+    data = raw.body.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPError(400, "Request body is not valid JSON.") from None
+
+
+def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(body=json.dumps(value, default=str), status=status)
+    response.content_type = "application/json"
+    return response
+
+
+def _authenticate(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str]:
+    """The single authentication decision. Deny by default.
+
+    On a route that accepts the key, a key given (``?key=`` or a key header)
+    must be right (401 ``Invalid key.``) and is enough. Otherwise the
+    ``X-Session`` header must hold a valid session (406 when missing or
+    malformed, 401 when unknown or expired).
+    """
+    if key_allowed:
+        key = raw.query.get("key")  # type: ignore[attr-defined]
+        if key is None:
+            key = next((raw.get_header(h) for h in KEY_HEADERS if raw.get_header(h) is not None), None)
+        if key is not None:
+            agent.auth.key_ok(key)
+            return None, "key"
+    return agent.auth.session_user(raw.get_header("X-Session")), "session"
+
+
+def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bool) -> Callable[..., Any]:
+    def wrapper(**params: Any) -> Any:
+        raw = bottle.request
+        try:
+            if public:
+                username, how = None, None
+            else:
+                username, how = _authenticate(agent, raw, key_allowed)
+            result = view(Request(agent, raw, username, how), **params)
+        except HTTPError as e:
+            return json_error(e.status, e.message, e.headers)
+        except bottle.HTTPResponse:
+            raise
+        except Exception:
+            log.exception("unexpected error on %s %s", raw.method, raw.path)
+            return json_error(500, "Internal server error; see the agent's log.")
+        if isinstance(result, bottle.HTTPResponse):
+            return result
+        return _json_response(result)
+
+    wrapper.__name__ = getattr(view, "__name__", "view")
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+def _error_handler(error: bottle.HTTPError) -> str:
+    """Bottle's own errors as JSON: never an HTML page."""
+    status = error.status_code
+    if status == 404:
+        message = f"Not found: {bottle.request.method} {bottle.request.path}"
+    elif status == 405:
+        message = f"Method {bottle.request.method} not allowed on {bottle.request.path}."
+    elif status == 413:
+        message = "Request body too large."
+    elif status >= 500:
+        if error.traceback:
+            log.error("unexpected error on %s %s\n%s", bottle.request.method, bottle.request.path, error.traceback)
+        message = "Internal server error; see the agent's log."
+    else:
+        message = str(error.body) if error.body else bottle.HTTP_CODES.get(status, "Error")
+    bottle.response.content_type = "application/json"
+    return json.dumps({"error": message})
+
+
+def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_routes: Iterable[Route]) -> bottle.Bottle:
+    """The one app: core routes (some public) and plugin routes (never public)."""
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
+    app.default_error_handler = _error_handler  # type: ignore[method-assign]
+    for route, public in core_routes:
+        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public))
+    for route in plugin_routes:
+        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public=False))
+
+    @app.route("/<path:path>", method="OPTIONS")
+    @app.route("/", method="OPTIONS")
+    def preflight(path: str = "") -> bottle.HTTPResponse:
+        response = bottle.HTTPResponse(status=204)
+        response.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+        response.set_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+        response.set_header("Access-Control-Max-Age", "600")
+        return response
+
+    return app
+
+
+
+
+def redact(query: str) -> str:
+    """The query string with the agent key's value replaced."""
+    if "key=" not in query:
+        return query
+    return urlencode([(k, "REDACTED" if k == "key" else v) for k, v in parse_qsl(query, keep_blank_values=True)])
+
+
+class Middleware:
+    """Adds Server and CORS headers to every response and logs one line per request."""
+
+    def __init__(self, app: Callable[..., Any], cors_origin: str):
+        self.app = app
+        self.cors_origin = cors_origin
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.monotonic()
+        seen: dict[str, str] = {}
+
+        def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            names = {h.lower() for h, _ in headers}
+            headers = [h for h in headers if h[0].lower() != "server"]
+            headers.append(("Server", SERVER))
+            if "access-control-allow-origin" not in names:
+                headers.append(("Access-Control-Allow-Origin", self.cors_origin))
+            if "content-type" not in names and not status.startswith(("204", "304")):
+                headers.append(("Content-Type", "application/json"))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, _start)  # type: ignore[no-any-return]
+        finally:
+            query = environ.get("QUERY_STRING", "")
+            path = environ.get("PATH_INFO", "") + ("?" + redact(query) if query else "")
+            access_log.info(
+                '%s "%s %s" %s %.1fms',
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD"),
+                path,
+                seen.get("status", "-"),
+                (time.monotonic() - started) * 1000,
+            )
+
+
+class Server:
+    """cheroot serving the app: bind in :meth:`start` (errors surface in the
+    caller's thread), serve in a thread, stop gracefully."""
+
+    def __init__(self, app: Callable[..., Any], settings: dict[str, Any]):
+        self.server = wsgi.Server(
+            (settings["address"], settings["port"]),
+            app,
+            numthreads=settings["threads"],
+            request_queue_size=128,
+            server_name=SERVER,
+            timeout=30,
+            shutdown_timeout=5,
+        )
+        if settings.get("tls_cert"):
+            adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
+            verify = settings.get("tls_client_verify", "none")
+            if verify != "none":
+                adapter.context.load_verify_locations(settings["tls_ca"])
+                adapter.context.verify_mode = ssl.CERT_REQUIRED if verify == "required" else ssl.CERT_OPTIONAL
+            self.server.ssl_adapter = adapter
+        self.tls = bool(settings.get("tls_cert"))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server.bind_addr[1])
+
+    @property
+    def address(self) -> str:
+        return str(self.server.bind_addr[0])
+
+    @property
+    def url(self) -> str:
+        host = self.address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def start(self) -> None:
+        self.server.prepare()
+        self._thread = threading.Thread(target=self.server.serve, name="pgwarden-http", daemon=True)
+        self._thread.start()
+        while not self.server.ready:  # pragma: no cover - set by prepare()
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self._thread is not None:
+            self._thread.join(10)

@@ -1,0 +1,203 @@
+"""Finding, loading and calling plugins: a typed facade over pluggy.
+
+Plugins are entry points of the ``pgwarden`` group; the entry-point name is the
+plugin's name. Only enabled plugins are imported. No code outside this module
+touches ``pm.hook``: callers use the typed methods of :class:`Plugins`, which
+call each plugin's hook separately (so results are attributed to a plugin)
+and validate what comes back in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+import sqlalchemy as sa
+
+from . import hookspecs
+from .config import SectionSchema
+from .errors import StartupError
+from .hookspecs import Route, TaskType
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+log = logging.getLogger("pgwarden.plugins")
+
+GROUP = "pgwarden"
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED = ("agent", "postgresql", "login", "logout", "profile", "status", "discover", "core")
+TRACE_ENV = "PGWARDEN_TRACE_HOOKS"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """An installed plugin, as its entry point says (not imported)."""
+
+    name: str
+    distribution: str
+    version: str
+    value: str
+
+
+def installed() -> dict[str, Installed]:
+    """Installed plugins by name, without importing any of them."""
+    out: dict[str, Installed] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        out[ep.name] = Installed(
+            ep.name,
+            dist.metadata["Name"] if dist is not None else "?",
+            dist.version if dist is not None else "?",
+            ep.value,
+        )
+    return out
+
+
+def load_enabled(enabled: list[str]) -> dict[str, Any]:
+    """Import exactly the enabled plugins; refuse start-up with a clear message."""
+    available = installed()
+    problems = []
+    modules: dict[str, Any] = {}
+    for name in enabled:
+        if name not in available:
+            names = ", ".join(sorted(available)) or "none"
+            problems.append(f"agent.plugins: plugin {name!r} is not installed (installed: {names})")
+            continue
+        info = available[name]
+        ep = next(e for e in metadata.entry_points(group=GROUP) if e.name == name)
+        try:
+            modules[name] = ep.load()
+        except Exception as e:
+            problems.append(
+                f"agent.plugins: plugin {name!r} (distribution {info.distribution} {info.version}) "
+                f"failed to import: {type(e).__name__}: {e}"
+            )
+    if problems:
+        from .errors import ConfigError
+
+        raise ConfigError(problems)
+    return modules
+
+
+class Plugins:
+    """The plugin manager of one agent, with typed hook calls."""
+
+    def __init__(self, modules: Mapping[str, Any]):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs.AgentSpec)
+        self.names: list[str] = []
+        for name, module in modules.items():
+            if not NAME_RE.match(name) or name in RESERVED:
+                raise StartupError(f"plugin name {name!r} is not allowed (lowercase letters, digits, _; not reserved)")
+            self.pm.register(module, name=name)
+            self.names.append(name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise StartupError(f"plugin {getattr(e, 'plugin_name', '?')!r}: {e}") from None
+        if os.environ.get(TRACE_ENV):
+            trace_log = logging.getLogger("pgwarden.hooks")
+
+            def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+                trace_log.info("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
+
+            def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+                trace_log.info("hook %s returned %r", hook_name, outcome.get_result())
+
+            self.pm.add_hookcall_monitoring(before, after)
+
+    def _call(self, plugin: str, hook: str, **kwargs: Any) -> list[Any]:
+        """Call ``hook`` of one plugin only; wrap failures with its name."""
+        others = [self.pm.get_plugin(n) for n in self.names if n != plugin]
+        caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        try:
+            return list(caller(**kwargs))
+        except StartupError as e:
+            raise StartupError(f"plugin {plugin!r}: {e}") from None
+        except Exception as e:
+            log.exception("plugin %r failed in %s", plugin, hook)
+            raise StartupError(f"plugin {plugin!r} failed in {hook}: {type(e).__name__}: {e}") from None
+
+    # -- typed hooks ---------------------------------------------------
+
+    def config_schemas(self) -> list[SectionSchema]:
+        out = []
+        for name in self.names:
+            schema = SectionSchema(name)
+            self._call(name, "agent_add_config", schema=schema)
+            out.append(schema)
+        return out
+
+    def db_metadata(self) -> list[sa.MetaData]:
+        out, problems = [], []
+        for name in self.names:
+            for md in self._call(name, "agent_db_metadata"):
+                if md is None:
+                    continue
+                if not isinstance(md, sa.MetaData):
+                    problems.append(f"plugin {name!r}: agent_db_metadata must return a sqlalchemy.MetaData")
+                    continue
+                for table in md.tables:
+                    if not table.startswith(f"{name}_"):
+                        problems.append(f"plugin {name!r}: table {table!r} must start with '{name}_'")
+                out.append(md)
+        if problems:
+            raise StartupError("\n".join(problems))
+        return out
+
+    def _registered(self, hook: str, kind: type, agent: Agent) -> list[tuple[str, Any]]:
+        out, problems = [], []
+        for name in self.names:
+            for result in self._call(name, hook, agent=agent):
+                for item in result or []:
+                    if not isinstance(item, kind):
+                        problems.append(f"plugin {name!r}: {hook} must return a list of {kind.__name__}")
+                        continue
+                    problems.extend(f"plugin {name!r}: {p}" for p in item.problems(name))
+                    out.append((name, item))
+        if problems:
+            raise StartupError("\n".join(problems))
+        return out
+
+    def routes(self, agent: Agent) -> list[Route]:
+        seen: dict[tuple[str, str], str] = {}
+        problems = []
+        routes = []
+        for name, route in self._registered("agent_register_routes", Route, agent):
+            sig = (route.method, re.sub(r"<[^>]*>", "<>", route.path))
+            if sig in seen:
+                problems.append(f"plugin {name!r}: route {route.method} {route.path} is already registered by {seen[sig]!r}")
+                continue
+            seen[sig] = name
+            routes.append(route)
+        if problems:
+            raise StartupError("\n".join(problems))
+        return routes
+
+    def tasks(self, agent: Agent) -> list[TaskType]:
+        seen: set[str] = set()
+        tasks = []
+        for name, task in self._registered("agent_register_tasks", TaskType, agent):
+            if task.name in seen:
+                raise StartupError(f"plugin {name!r}: task {task.name!r} registered twice")
+            seen.add(task.name)
+            tasks.append(task)
+        return tasks
+
+    def startup(self, agent: Agent) -> None:
+        for name in self.names:
+            self._call(name, "agent_startup", agent=agent)
+
+    def shutdown(self, agent: Agent) -> None:
+        for name in reversed(self.names):
+            try:
+                self._call(name, "agent_shutdown", agent=agent)
+            except StartupError as e:
+                log.error("%s", e)

@@ -1,0 +1,171 @@
+"""The one connection helper: pooled autocommit connections to any database.
+
+``agent.postgres.connect(dbname)`` lends a pooled connection for a request:
+autocommit (each statement sees fresh statistics), ``application_name`` set,
+``statement_timeout`` from ``[postgresql] statement_timeout``. A connection
+that cannot be made raises :class:`~agent_core.errors.PostgresUnavailable`
+(answered 503 naming the cause) within ``connect_timeout``; broken pooled
+connections are dropped so the agent recovers by itself once PostgreSQL is
+back.
+
+``agent.postgres.dedicated(dbname, application_name)`` opens a connection of
+its own for long work (maintenance operations); the caller closes it.
+
+The backend pids of every connection the agent holds are in ``own_pids``, so
+monitoring can leave the agent's own connections out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from .errors import PostgresUnavailable
+
+log = logging.getLogger("pgwarden.postgres")
+
+APPLICATION_NAME = "pgwarden"
+_MAX_IDLE_PER_DB = 4
+_PING_AFTER = 2.0
+
+
+def _cause(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class Postgres:
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self._idle: dict[str, list[tuple[float, Any]]] = {}
+        self._lock = threading.Lock()
+        self.own_pids: set[int] = set()
+        self.server_version: int | None = None
+
+    @property
+    def default_dbname(self) -> str:
+        return str(self.settings["dbname"])
+
+    def _params(self, dbname: str | None, application_name: str, statement_timeout: bool) -> dict[str, Any]:
+        s = self.settings
+        params: dict[str, Any] = {
+            "host": s["host"],
+            "port": s["port"],
+            "user": s["user"],
+            "dbname": dbname or s["dbname"],
+            "application_name": application_name,
+            "connect_timeout": s["connect_timeout"],
+            "client_encoding": "UTF8",
+        }
+        if s.get("password"):
+            params["password"] = s["password"]
+        if statement_timeout:
+            params["options"] = f"-c statement_timeout={int(s['statement_timeout']) * 1000}"
+        return params
+
+    def _open(self, dbname: str | None, application_name: str, statement_timeout: bool) -> Any:
+        try:
+            conn = psycopg2.connect(**self._params(dbname, application_name, statement_timeout))
+        except psycopg2.OperationalError as e:
+            raise PostgresUnavailable(_cause(e)) from None
+        conn.autocommit = True
+        self.server_version = conn.server_version
+        self.own_pids.add(conn.info.backend_pid)
+        return conn
+
+    def _discard(self, conn: Any) -> None:
+        self.own_pids.discard(conn.info.backend_pid)
+        try:
+            conn.close()
+        except Exception:  # pragma: no cover - closing a dead socket
+            pass
+
+    @contextmanager
+    def connect(self, dbname: str | None = None) -> Iterator[Any]:
+        """A pooled autocommit connection to ``dbname`` (default database if None).
+
+        Use ``conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)`` for
+        rows as dicts. A connection error inside the block drops the
+        connection and raises PostgresUnavailable.
+        """
+        key = dbname or self.default_dbname
+        conn = self._checkout(key)
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            if conn.closed or _is_connection_error(e):
+                self._discard(conn)
+                raise PostgresUnavailable(_cause(e)) from None
+            self._checkin(key, conn)
+            raise
+        except BaseException:
+            self._checkin(key, conn)
+            raise
+        else:
+            self._checkin(key, conn)
+
+    def dedicated(self, dbname: str | None = None, application_name: str = APPLICATION_NAME) -> Any:
+        """A new autocommit connection without statement timeout; close it yourself
+        (``contextlib.closing``), and call :meth:`release` afterwards."""
+        return self._open(dbname, application_name, statement_timeout=False)
+
+    def release(self, conn: Any) -> None:
+        """Close a dedicated connection and forget its pid."""
+        self._discard(conn)
+
+    def _checkout(self, key: str) -> Any:
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                item = idle.pop() if idle else None
+            if item is None:
+                return self._open(key, APPLICATION_NAME, statement_timeout=True)
+            since, conn = item
+            if conn.closed:
+                self._discard(conn)
+                continue
+            if time.monotonic() - since > _PING_AFTER:
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                except psycopg2.Error:
+                    self._discard(conn)
+                    continue
+            return conn
+
+    def _checkin(self, key: str, conn: Any) -> None:
+        if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            self._discard(conn)
+            return
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < _MAX_IDLE_PER_DB:
+                idle.append((time.monotonic(), conn))
+                return
+        self._discard(conn)
+
+    def query(self, sql: Any, params: Any = None, dbname: str | None = None) -> list[dict[str, Any]]:
+        """Run one statement on a pooled connection; rows as dicts."""
+        with self.connect(dbname) as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(sql, params)
+            return [dict(r) for r in cur.fetchall()] if cur.description else []
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for idle in pools.values():
+            for _, conn in idle:
+                self._discard(conn)
+
+
+def _is_connection_error(error: Exception) -> bool:
+    code = getattr(error, "pgcode", None)
+    return code is None or code.startswith("08") or code.startswith("57P")

@@ -1,0 +1,476 @@
+"""The persistent scheduler: operations stored with SQLAlchemy, run by task types.
+
+An operation is a row of ``core_operations``: a task name registered by a
+plugin (``maintenance.vacuum``), JSON parameters, a target (database, schema,
+table, index), a scheduled time and a status:
+
+``todo`` -> ``doing`` -> ``done`` | ``failed`` | ``canceled`` | ``aborted``
+``todo`` -> ``canceled`` | ``aborted``
+
+Every transition is one ``UPDATE ... WHERE status = <expected>``: a cancel and
+a start racing each other have exactly one winner.
+
+A dispatcher thread sleeps on a condition until the next operation is due or
+something wakes it (submit, cancel, an operation ending) and starts due ones
+in worker threads, at most ``[agent] scheduler_workers`` at a time.
+
+At start-up, operations found ``doing`` end ``aborted`` (their task's
+``abort`` hook runs first), and ``todo`` ones that fell due more than
+``scheduler_grace`` seconds ago end ``aborted`` with the reason; the others
+run. Finished operations are deleted ``scheduler_retention`` seconds after
+they ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .errors import Conflict, NotFound
+from .store import Store, now, operations
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .hookspecs import TaskType
+
+log = logging.getLogger("pgwarden.scheduler")
+
+STATUSES = ("todo", "doing", "done", "failed", "canceled", "aborted")
+FINISHED = ("done", "failed", "canceled", "aborted")
+_FILTERS = ("task", "dbname", "schema", "table", "index", "status")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A snapshot of one operation row."""
+
+    id: str
+    task: str
+    params: dict[str, Any]
+    dbname: str | None
+    schema: str | None
+    table: str | None
+    index: str | None
+    scheduled_at: datetime
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    requested_by: str | None
+    cancel_requested: bool
+    result: Any
+    error: str | None
+    notices: list[str]
+    info: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Operation:
+        m = row._mapping
+        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ``YYYY-MM-DDTHH:MM:SSZ``."""
+
+        def ts(value: datetime | None) -> str | None:
+            return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+        return {
+            "id": self.id,
+            "task": self.task,
+            "params": self.params,
+            "dbname": self.dbname,
+            "schema": self.schema,
+            "table": self.table,
+            "index": self.index,
+            "datetime": ts(self.scheduled_at),
+            "status": self.status,
+            "created_at": ts(self.created_at),
+            "started_at": ts(self.started_at),
+            "finished_at": ts(self.finished_at),
+            "requested_by": self.requested_by,
+            "result": self.result,
+            "error": self.error,
+            "notices": self.notices,
+        }
+
+
+@dataclass
+class TaskContext:
+    """What a running task sees; shared by its ``run`` and ``cancel``.
+
+    ``state`` is a free dict for the task (the backend pid it runs on...).
+    ``update_info(**values)`` persists small facts in the operation row
+    (visible to listings and to ``TaskType.abort`` after a restart).
+    ``notice(text)`` keeps a server notice or warning with the operation.
+    ``cancel_requested`` is set before ``TaskType.cancel`` is called.
+    """
+
+    operation: Operation
+    agent: Agent | None
+    scheduler: Scheduler
+    state: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.operation.params
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text.rstrip("\n"))
+
+    def update_info(self, **values: Any) -> None:
+        self.scheduler._update_info(self.operation.id, values)
+
+
+class Scheduler:
+    """Submit, list, get and cancel operations; run them when due."""
+
+    def __init__(
+        self,
+        store: Store,
+        agent: Agent | None = None,
+        *,
+        workers: int = 2,
+        grace: float = 300,
+        retention: float = 7 * 86400,
+        stop_timeout: float = 5.0,
+    ):
+        self.store = store
+        self.agent = agent
+        self.workers = workers
+        self.grace = grace
+        self.retention = retention
+        self.stop_timeout = stop_timeout
+        self.tasks: dict[str, TaskType] = {}
+        self._cond = threading.Condition()
+        self._running: dict[str, TaskContext] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._dispatcher: threading.Thread | None = None
+        self._stopping = False
+        self._next_purge = 0.0
+        self.on_finished: list[Callable[[Operation], None]] = []
+
+    # -- registration and lifecycle -----------------------------------
+
+    def register(self, task: TaskType) -> None:
+        if task.name in self.tasks:
+            raise ValueError(f"task {task.name!r} registered twice")
+        self.tasks[task.name] = task
+
+    def start(self) -> None:
+        """Recover what the last run left, then start the dispatcher."""
+        self._recover()
+        self._purge()
+        for task in self.tasks.values():
+            if task.interval and not self.list(task=task.name, status=("todo", "doing")):
+                self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")
+        self._stopping = False
+        self._dispatcher = threading.Thread(target=self._dispatch, name="pgwarden-scheduler", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self) -> None:
+        """Stop starting operations; let running ones finish for ``stop_timeout``
+        seconds, then cancel them (they end ``aborted``)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._dispatcher:
+            self._dispatcher.join()
+        deadline = now() + timedelta(seconds=self.stop_timeout)
+        for op_id, thread in list(self._threads.items()):
+            thread.join(max(0.0, (deadline - now()).total_seconds()))
+        for op_id, ctx in list(self._running.items()):
+            ctx.stop_reason = "canceled because the agent stopped"
+            self._call_cancel(ctx)
+        for thread in list(self._threads.values()):
+            thread.join(30)
+
+    # -- public API ----------------------------------------------------
+
+    def submit(
+        self,
+        task: str,
+        params: dict[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        dbname: str | None = None,
+        schema: str | None = None,
+        table: str | None = None,
+        index: str | None = None,
+        requested_by: str | None = None,
+    ) -> str:
+        """Store a new ``todo`` operation and return its id (8 lowercase hex).
+
+        ``run_at`` (timezone-aware) defaults to now; a past time means now.
+        """
+        if task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}")
+        created = now()
+        when = run_at if run_at is not None and run_at > created else created
+        for _ in range(20):
+            op_id = secrets.token_hex(4)
+            try:
+                with self.store.begin() as conn:
+                    conn.execute(
+                        operations.insert().values(
+                            id=op_id,
+                            task=task,
+                            params=params or {},
+                            dbname=dbname,
+                            schema=schema,
+                            table=table,
+                            index=index,
+                            scheduled_at=when,
+                            status="todo",
+                            created_at=created,
+                            requested_by=requested_by,
+                            cancel_requested=False,
+                            notices=[],
+                            info={},
+                        )
+                    )
+                break
+            except sa.exc.IntegrityError:
+                continue
+        else:  # pragma: no cover - 20 collisions in 2^32
+            raise RuntimeError("could not allocate an operation id")
+        log.info("operation %s %s submitted for %s by %s", op_id, task, when.isoformat(), requested_by)
+        self._wake()
+        return op_id
+
+    def get(self, op_id: str) -> Operation | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(operations.select().where(operations.c.id == op_id)).first()
+        return Operation.from_row(row) if row else None
+
+    def list(self, **filters: Any) -> list[Operation]:
+        """Operations matching every filter given, by scheduled time.
+
+        Filters: ``task``, ``dbname``, ``schema``, ``table``, ``index``,
+        ``status``; a value of ``None`` matches NULL; a tuple or list matches
+        any of its values. A filter not given does not filter.
+        """
+        query = operations.select()
+        for name, value in filters.items():
+            if name not in _FILTERS:
+                raise TypeError(f"unknown filter {name!r}")
+            col = operations.c[name]
+            if value is None:
+                query = query.where(col.is_(None))
+            elif isinstance(value, (list, tuple)):
+                query = query.where(col.in_(list(value)))
+            else:
+                query = query.where(col == value)
+        query = query.order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id)
+        with self.store.engine.connect() as conn:
+            return [Operation.from_row(r) for r in conn.execute(query)]
+
+    def cancel(self, op_id: str, task: str | None = None, wait: float = 10.0) -> Operation:
+        """Cancel an operation and return it as it is afterwards.
+
+        ``todo``: it becomes ``canceled`` at once. ``doing``: the task's
+        ``cancel`` is called and this waits up to ``wait`` seconds for it to
+        end (``canceled``). Raises :class:`NotFound` for an unknown id (or one
+        of another ``task``) and :class:`Conflict` for a finished operation or
+        a running one whose task cannot be canceled.
+        """
+        op = self.get(op_id)
+        if op is None or (task is not None and op.task != task):
+            raise NotFound(f"Operation {op_id!r} not found.")
+        if self._transition(op_id, "todo", "canceled", error="canceled before it started"):
+            self._wake()
+            return self.get(op_id)  # type: ignore[return-value]
+        op = self.get(op_id)
+        assert op is not None
+        if op.status != "doing":
+            raise Conflict(f"Operation {op_id!r} is already {op.status}.")
+        task_type = self.tasks.get(op.task)
+        if task_type is None or task_type.cancel is None:
+            raise Conflict(f"Operation {op_id!r} is running and cannot be canceled.")
+        with self.store.begin() as conn:
+            conn.execute(operations.update().where(operations.c.id == op_id).values(cancel_requested=True))
+        ctx = self._running.get(op_id)
+        if ctx is not None:
+            self._call_cancel(ctx)
+            thread = self._threads.get(op_id)
+            if thread is not None:
+                thread.join(wait)
+        op = self.get(op_id)
+        assert op is not None
+        if op.status in ("done", "failed"):
+            raise Conflict(f"Operation {op_id!r} ended ({op.status}) before it could be canceled.")
+        return op
+
+    def running_context(self, op_id: str) -> TaskContext | None:
+        return self._running.get(op_id)
+
+    # -- internals -----------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _transition(self, op_id: str, old: str, new: str, **values: Any) -> bool:
+        stamp = now()
+        if new == "doing":
+            values["started_at"] = stamp
+        elif new in FINISHED:
+            values["finished_at"] = stamp
+        with self.store.begin() as conn:
+            res = conn.execute(
+                operations.update()
+                .where(operations.c.id == op_id, operations.c.status == old)
+                .values(status=new, **values)
+            )
+        return res.rowcount == 1
+
+    def _update_info(self, op_id: str, values: dict[str, Any]) -> None:
+        with self.store.begin() as conn:
+            row = conn.execute(sa.select(operations.c.info).where(operations.c.id == op_id)).first()
+            info = dict(row[0] or {}) if row else {}
+            info.update(values)
+            conn.execute(operations.update().where(operations.c.id == op_id).values(info=info))
+
+    def _recover(self) -> None:
+        for op in self.list(status="doing"):
+            task = self.tasks.get(op.task)
+            if task is not None and task.abort is not None:
+                try:
+                    task.abort(op, self.agent)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("abort hook of %s failed for operation %s", op.task, op.id)
+            self._transition(op.id, "doing", "aborted", error="the agent stopped while the operation was running")
+            log.warning("operation %s (%s) was running when the agent stopped: aborted", op.id, op.task)
+        limit = now() - timedelta(seconds=self.grace)
+        for op in self.list(status="todo"):
+            if op.scheduled_at < limit:
+                late = int((now() - op.scheduled_at).total_seconds())
+                self._transition(
+                    op.id,
+                    "todo",
+                    "aborted",
+                    error=f"missed: due {late} s ago while the agent was down (grace {int(self.grace)} s)",
+                )
+                log.warning("operation %s (%s) missed its time while the agent was down: aborted", op.id, op.task)
+
+    def _purge(self) -> None:
+        limit = now() - timedelta(seconds=self.retention)
+        with self.store.begin() as conn:
+            res = conn.execute(
+                operations.delete().where(operations.c.status.in_(FINISHED), operations.c.finished_at < limit)
+            )
+        if res.rowcount:
+            log.info("purged %d finished operations", res.rowcount)
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+            try:
+                timeout = self._dispatch_once()
+            except Exception:
+                log.exception("scheduler dispatch failed; retrying")
+                timeout = 1.0
+            with self._cond:
+                if self._stopping:
+                    return
+                self._cond.wait(timeout)
+
+    def _dispatch_once(self) -> float:
+        """Start what is due; return seconds until something may be due."""
+        stamp = now()
+        if stamp.timestamp() >= self._next_purge:
+            self._purge()
+            self._next_purge = stamp.timestamp() + 60
+        free = self.workers - len(self._threads)
+        if not self.tasks:
+            return 60.0
+        base = operations.select().where(operations.c.status == "todo", operations.c.task.in_(list(self.tasks)))
+        if free > 0:
+            with self.store.engine.connect() as conn:
+                due = [
+                    Operation.from_row(r)
+                    for r in conn.execute(
+                        base.where(operations.c.scheduled_at <= stamp)
+                        .order_by(operations.c.scheduled_at, operations.c.created_at)
+                        .limit(free)
+                    )
+                ]
+            for op in due:
+                if self._transition(op.id, "todo", "doing"):
+                    self._start(op)
+            if len(due) == free:
+                return 0.0
+        else:
+            return 60.0  # woken when a worker ends
+        with self.store.engine.connect() as conn:
+            nxt = conn.execute(sa.select(sa.func.min(operations.c.scheduled_at)).select_from(base.subquery())).scalar()
+        if nxt is None:
+            return 60.0
+        if nxt.tzinfo is None:  # aggregate results bypass the column type on SQLite
+            nxt = datetime.fromisoformat(str(nxt)).replace(tzinfo=stamp.tzinfo)
+        return max(0.0, min(60.0, (nxt - now()).total_seconds() + 0.001))
+
+    def _start(self, op: Operation) -> None:
+        current = self.get(op.id)
+        ctx = TaskContext(operation=current or op, agent=self.agent, scheduler=self)
+        thread = threading.Thread(target=self._run, args=(ctx,), name=f"pgwarden-op-{op.id}", daemon=True)
+        self._running[op.id] = ctx
+        self._threads[op.id] = thread
+        thread.start()
+
+    def _call_cancel(self, ctx: TaskContext) -> None:
+        ctx.cancel_requested.set()
+        task = self.tasks.get(ctx.operation.task)
+        if task is not None and task.cancel is not None:
+            try:
+                task.cancel(ctx)
+            except Exception:
+                log.exception("cancel of operation %s failed", ctx.operation.id)
+
+    def _run(self, ctx: TaskContext) -> None:
+        op = ctx.operation
+        task = self.tasks[op.task]
+        log.info("operation %s (%s) started", op.id, op.task)
+        values: dict[str, Any]
+        try:
+            result = task.run(ctx)
+            values = {"status": "done", "result": result}
+        except Exception as e:
+            if ctx.stop_reason:
+                values = {"status": "aborted", "error": f"{ctx.stop_reason}: {e}"}
+            elif ctx.cancel_requested.is_set():
+                values = {"status": "canceled", "error": f"canceled while running: {e}"}
+            else:
+                log.warning("operation %s (%s) failed: %s", op.id, op.task, e)
+                values = {"status": "failed", "error": str(e).strip() or type(e).__name__}
+        status = values.pop("status")
+        try:
+            self._transition(op.id, "doing", status, notices=list(ctx.notices), **values)
+        except Exception:
+            log.exception("could not record the end of operation %s", op.id)
+        log.info("operation %s (%s) ended %s", op.id, op.task, status)
+        with self._cond:
+            self._running.pop(op.id, None)
+            self._threads.pop(op.id, None)
+            self._cond.notify_all()
+        if task.interval and not self._stopping:
+            self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")
+        final = self.get(op.id)
+        for callback in self.on_finished:
+            if final is not None:
+                callback(final)

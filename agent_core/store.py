@@ -1,0 +1,117 @@
+"""The operations store: a SQLAlchemy engine and the core's tables.
+
+Default: a SQLite file in ``[agent] home``; any SQLAlchemy URL works
+(``postgresql+psycopg2://...`` is tested too). Plugins add their own tables
+through ``agent_db_metadata``; the core creates them with its own.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Timestamps stored in UTC and always returned timezone-aware.
+
+    SQLite keeps no zone; PostgreSQL gets ``timestamptz``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+sessions = sa.Table(
+    "core_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
+    sa.Column("address", sa.String(64)),
+)
+
+operations = sa.Table(
+    "core_operations",
+    metadata,
+    sa.Column("id", sa.String(8), primary_key=True),
+    sa.Column("task", sa.String(100), nullable=False, index=True),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("dbname", sa.Text),
+    sa.Column("schema", sa.Text),
+    sa.Column("table", sa.Text),
+    sa.Column("index", sa.Text),
+    sa.Column("scheduled_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("status", sa.String(10), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("notices", sa.JSON, nullable=False),
+    sa.Column("info", sa.JSON, nullable=False),
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """The engine, and the creation of every table (core's and plugins')."""
+
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.engine = sa.create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=10,
+                max_overflow=20,
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    def create(self, *extra: sa.MetaData) -> None:
+        for md in (metadata, *extra):
+            md.create_all(self.engine)
+
+    def begin(self):  # type: ignore[no-untyped-def]
+        """A transaction: ``with store.begin() as conn: conn.execute(...)``."""
+        return self.engine.begin()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
