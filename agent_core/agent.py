@@ -74,7 +74,11 @@ class Agent:
         self.store = Store(config.store_url())
         self.postgres = Postgres(config.postgresql)
         self.auth = Auth(
-            self.store, UsersFile(config.users_path()), settings["key"], settings["session_idle"], settings["session_lifetime"]
+            self.store,
+            UsersFile(config.users_path()),
+            settings["key"],
+            settings["session_idle"],
+            settings["session_lifetime"],
         )
         self.scheduler = Scheduler(
             self.store,
@@ -119,7 +123,12 @@ class Agent:
         except BaseException:
             self.stop()
             raise
-        log.info("pgwarden %s listening on %s (plugins: %s)", __version__, self.server.url, ", ".join(self.plugin_names) or "none")
+        log.info(
+            "pgwarden %s listening on %s (plugins: %s)",
+            __version__,
+            self.server.url,
+            ", ".join(self.plugin_names) or "none",
+        )
 
     def stop(self) -> None:
         """Stop accepting requests, stop the scheduler, run shutdown hooks."""

@@ -190,7 +190,11 @@ class Auth:
         with self.store.begin() as conn:
             conn.execute(
                 sessions.insert().values(
-                    token_hash=self._digest(token), username=username, created_at=stamp, last_seen=stamp, address=address
+                    token_hash=self._digest(token),
+                    username=username,
+                    created_at=stamp,
+                    last_seen=stamp,
+                    address=address,
                 )
             )
             conn.execute(sessions.delete().where(sessions.c.created_at < stamp - timedelta(seconds=self.lifetime)))

@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config, plugins = _load(args)
+    _config, plugins = _load(args)
     print(f"{_config_path(args)}: OK (plugins: {', '.join(plugins.names) or 'none'})")
     return 0
 
@@ -167,30 +167,45 @@ def parser() -> argparse.ArgumentParser:
         prog="pgwarden", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"pgwarden {__version__}")
-    p.add_argument("-c", "--config", help="config file (default: $PGWARDEN_CONFIG or %(default)s)".replace(
-        "%(default)s", DEFAULT_CONFIG))
+    p.add_argument(
+        "-c",
+        "--config",
+        help="config file (default: $PGWARDEN_CONFIG or %(default)s)".replace("%(default)s", DEFAULT_CONFIG),
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    s = sub.add_parser("serve", help="run the agent in the foreground",
-                       description="Run the agent in the foreground. SIGTERM or SIGINT stops it gracefully: "
-                       "it stops accepting connections, lets running operations finish for a few seconds, "
-                       "cancels the rest and exits 0.")
+    s = sub.add_parser(
+        "serve",
+        help="run the agent in the foreground",
+        description="Run the agent in the foreground. SIGTERM or SIGINT stops it gracefully: "
+        "it stops accepting connections, lets running operations finish for a few seconds, "
+        "cancels the rest and exits 0.",
+    )
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("check-config", help="validate the config file and plugins, then exit",
-                       description="Validate the config file and the enabled plugins. Prints every problem "
-                       "as section.key: reason and exits 1, or prints OK and exits 0.")
+    s = sub.add_parser(
+        "check-config",
+        help="validate the config file and plugins, then exit",
+        description="Validate the config file and the enabled plugins. Prints every problem "
+        "as section.key: reason and exits 1, or prints OK and exits 0.",
+    )
     s.set_defaults(func=cmd_check_config)
 
-    s = sub.add_parser("plugins", help="list installed plugins, their versions, enabled or not",
-                       description="List the plugins installed in the 'pgwarden' entry-point group, with their "
-                       "distribution and version, and whether the config enables them. Nothing is imported.")
+    s = sub.add_parser(
+        "plugins",
+        help="list installed plugins, their versions, enabled or not",
+        description="List the plugins installed in the 'pgwarden' entry-point group, with their "
+        "distribution and version, and whether the config enables them. Nothing is imported.",
+    )
     s.set_defaults(func=cmd_plugins)
 
-    s = sub.add_parser("user", help="manage the users file (add, passwd, delete, list)",
-                       description="Manage API users. Passwords are read from a prompt, or from the first line "
-                       "of standard input when it is not a terminal (or with --stdin); never from arguments.")
+    s = sub.add_parser(
+        "user",
+        help="manage the users file (add, passwd, delete, list)",
+        description="Manage API users. Passwords are read from a prompt, or from the first line "
+        "of standard input when it is not a terminal (or with --stdin); never from arguments.",
+    )
     s.add_argument("--users-file", help="users file (default: [agent] users of the config)")
     s.add_argument("--stdin", action="store_true", help="read the password from standard input")
     s.set_defaults(func=cmd_user)
@@ -201,10 +216,13 @@ def parser() -> argparse.ArgumentParser:
         a.add_argument("username")
     user_sub.add_parser("list", help="list users", description="List user names.")
 
-    s = sub.add_parser("demo", help="start a throwaway PostgreSQL and an agent with a demo user",
-                       description="Create a throwaway PostgreSQL cluster, a config with the given plugins, "
-                       "a user and an agent on 127.0.0.1, print the URL, credentials and curl examples, "
-                       "and serve until interrupted (the cluster is then removed).")
+    s = sub.add_parser(
+        "demo",
+        help="start a throwaway PostgreSQL and an agent with a demo user",
+        description="Create a throwaway PostgreSQL cluster, a config with the given plugins, "
+        "a user and an agent on 127.0.0.1, print the URL, credentials and curl examples, "
+        "and serve until interrupted (the cluster is then removed).",
+    )
     s.add_argument("--home", default=".demo", help="directory for the demo's files (default: %(default)s)")
     s.add_argument("--port", type=int, default=2345, help="agent port (default: %(default)s)")
     s.add_argument("--plugins", default="activity,maintenance", help="plugins to enable (default: %(default)s)")

@@ -188,6 +188,7 @@ class AgentSpec:
 
         Raising refuses start-up, naming the plugin.
         """
+        return None
 
     @hookspec
     def agent_register_tasks(self, agent: Agent) -> list[TaskType]:
@@ -199,6 +200,7 @@ class AgentSpec:
 
         Raising refuses start-up, naming the plugin.
         """
+        return []
 
     @hookspec
     def agent_register_routes(self, agent: Agent) -> list[Route]:
@@ -211,6 +213,7 @@ class AgentSpec:
 
         Raising refuses start-up, naming the plugin.
         """
+        return []
 
     @hookspec
     def agent_startup(self, agent: Agent) -> None:

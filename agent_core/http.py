@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import ssl
 import threading
 import time
@@ -182,8 +181,6 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
         return response
 
     return app
-
-
 
 
 def redact(query: str) -> str:

@@ -152,7 +152,7 @@ class Plugins:
             raise StartupError("\n".join(problems))
         return out
 
-    def _registered(self, hook: str, kind: type, agent: Agent) -> list[tuple[str, Any]]:
+    def _registered(self, hook: str, kind: type[Route] | type[TaskType], agent: Agent) -> list[tuple[str, Any]]:
         out, problems = [], []
         for name in self.names:
             for result in self._call(name, hook, agent=agent):
@@ -173,7 +173,9 @@ class Plugins:
         for name, route in self._registered("agent_register_routes", Route, agent):
             sig = (route.method, re.sub(r"<[^>]*>", "<>", route.path))
             if sig in seen:
-                problems.append(f"plugin {name!r}: route {route.method} {route.path} is already registered by {seen[sig]!r}")
+                problems.append(
+                    f"plugin {name!r}: route {route.method} {route.path} is already registered by {seen[sig]!r}"
+                )
                 continue
             seen[sig] = name
             routes.append(route)

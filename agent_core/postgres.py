@@ -17,6 +17,7 @@ monitoring can leave the agent's own connections out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -83,10 +84,8 @@ class Postgres:
 
     def _discard(self, conn: Any) -> None:
         self.own_pids.discard(conn.info.backend_pid)
-        try:
+        with contextlib.suppress(Exception):  # closing a dead socket may fail
             conn.close()
-        except Exception:  # pragma: no cover - closing a dead socket
-            pass
 
     @contextmanager
     def connect(self, dbname: str | None = None) -> Iterator[Any]:

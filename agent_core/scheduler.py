@@ -190,9 +190,9 @@ class Scheduler:
         if self._dispatcher:
             self._dispatcher.join()
         deadline = now() + timedelta(seconds=self.stop_timeout)
-        for op_id, thread in list(self._threads.items()):
+        for _op_id, thread in list(self._threads.items()):
             thread.join(max(0.0, (deadline - now()).total_seconds()))
-        for op_id, ctx in list(self._running.items()):
+        for _op_id, ctx in list(self._running.items()):
             ctx.stop_reason = "canceled because the agent stopped"
             self._call_cancel(ctx)
         for thread in list(self._threads.values()):

@@ -1,0 +1,134 @@
+"""A throwaway PostgreSQL cluster, for the test harness, benchmarks and ``pgwarden demo``.
+
+``initdb`` and ``pg_ctl`` refuse to run as root: when we are root they run as
+the ``postgres`` OS user, with a data directory and a short socket directory
+(socket paths are limited to about 100 bytes) that it owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found: install them with "
+    "'apt-get install postgresql' (Debian/Ubuntu), or set PG_BINDIR to their directory"
+)
+
+
+def find_bindir() -> str | None:
+    """Directory holding initdb and pg_ctl (PG_BINDIR, pg_config, Debian's layout, PATH)."""
+    candidates = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        candidates.append(
+            subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        )
+    candidates += sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
+    which = shutil.which("initdb")
+    if which:
+        candidates.append(os.path.dirname(which))
+    for path in candidates:
+        if path and os.path.isfile(os.path.join(path, "initdb")) and os.path.isfile(os.path.join(path, "pg_ctl")):
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster; superuser ``postgres``, trust authentication."""
+
+    def __init__(self, bindir: str, extra_conf: Mapping[str, str] | None = None):
+        self.bindir = bindir
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.superuser = "postgres"
+        self.datadir = tempfile.mkdtemp(prefix="pgwarden-data-")
+        self.sockdir = tempfile.mkdtemp(prefix="pgw-", dir="/tmp")
+        self.logfile = os.path.join(self.sockdir, "postgres.log")
+        self.run_as: str | None = "postgres" if os.geteuid() == 0 else None
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            for path in (self.datadir, self.sockdir):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.extra_conf = dict(extra_conf or {})
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, user=self.run_as, cwd="/tmp")
+
+    def init(self) -> None:
+        self._run(
+            os.path.join(self.bindir, "initdb"),
+            "-D", self.datadir, "-U", self.superuser, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.sockdir}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "250",
+            "shared_buffers": "32MB",
+            "autovacuum": "off",
+            "logging_collector": "off",
+            **self.extra_conf,
+        }
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            for key, value in conf.items():
+                f.write(f"{key} = {value}\n")
+
+    def start(self) -> None:
+        self._run(
+            os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile, "-w", "-t", "60", "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """A ``[postgresql]`` section for an agent of this cluster."""
+        return {"host": self.host, "port": self.port, "user": self.superuser, "dbname": "postgres", **overrides}
+
+    def connect(self, dbname: str = "postgres", user: str | None = None, autocommit: bool = True, **kwargs: Any) -> Any:
+        """A psycopg2 connection (autocommit by default); close it yourself."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user=user or self.superuser, dbname=dbname, **kwargs)
+        conn.autocommit = autocommit
+        return conn
+
+    def execute(self, sql: Any, params: Any = None, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit on a fresh connection; rows if any."""
+        conn = self.connect(dbname)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def url(self, dbname: str) -> str:
+        """A SQLAlchemy URL for ``dbname`` (for a PostgreSQL operations store)."""
+        return f"postgresql+psycopg2://{self.superuser}@{self.host}:{self.port}/{quote(dbname)}"
