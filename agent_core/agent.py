@@ -134,6 +134,7 @@ class Agent:
         """Stop accepting requests, stop the scheduler, run shutdown hooks."""
         if self.server is not None:
             self.server.stop()
+            self.server = None
         self.scheduler.stop()
         if self._started:
             self.plugins.shutdown(self)

@@ -171,15 +171,6 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     for route in plugin_routes:
         app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public=False))
 
-    @app.route("/<path:path>", method="OPTIONS")
-    @app.route("/", method="OPTIONS")
-    def preflight(path: str = "") -> bottle.HTTPResponse:
-        response = bottle.HTTPResponse(status=204)
-        response.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
-        response.set_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
-        response.set_header("Access-Control-Max-Age", "600")
-        return response
-
     return app
 
 
@@ -197,9 +188,26 @@ class Middleware:
         self.app = app
         self.cors_origin = cors_origin
 
+    def _preflight(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """CORS preflight: any path, no authentication, no body."""
+        start_response(
+            "204 No Content",
+            [
+                ("Server", SERVER),
+                ("Access-Control-Allow-Origin", self.cors_origin),
+                ("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+                ("Access-Control-Allow-Headers", ALLOWED_HEADERS),
+                ("Access-Control-Max-Age", "600"),
+            ],
+        )
+        access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), environ.get("PATH_INFO", ""))
+        return []
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.monotonic()
         seen: dict[str, str] = {}
+        if environ.get("REQUEST_METHOD") == "OPTIONS":
+            return self._preflight(environ, start_response)
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen["status"] = status.split(" ", 1)[0]

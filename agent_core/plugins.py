@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .agent import Agent
 
 log = logging.getLogger("pgwarden.plugins")
+trace_log = logging.getLogger("pgwarden.hooks")
 
 GROUP = "pgwarden"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -102,28 +103,32 @@ class Plugins:
             self.pm.check_pending()
         except pluggy.PluginValidationError as e:
             raise StartupError(f"plugin {getattr(e, 'plugin_name', '?')!r}: {e}") from None
-        if os.environ.get(TRACE_ENV):
-            trace_log = logging.getLogger("pgwarden.hooks")
-
-            def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-                trace_log.info("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
-
-            def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-                trace_log.info("hook %s returned %r", hook_name, outcome.get_result())
-
-            self.pm.add_hookcall_monitoring(before, after)
+        self.trace = bool(os.environ.get(TRACE_ENV))
 
     def _call(self, plugin: str, hook: str, **kwargs: Any) -> list[Any]:
-        """Call ``hook`` of one plugin only; wrap failures with its name."""
-        others = [self.pm.get_plugin(n) for n in self.names if n != plugin]
-        caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
-        try:
-            return list(caller(**kwargs))
-        except StartupError as e:
-            raise StartupError(f"plugin {plugin!r}: {e}") from None
-        except Exception as e:
-            log.exception("plugin %r failed in %s", plugin, hook)
-            raise StartupError(f"plugin {plugin!r} failed in {hook}: {type(e).__name__}: {e}") from None
+        """Call ``hook`` of one plugin only; wrap failures with its name.
+
+        The core calls each plugin separately so that what comes back is
+        attributed to (and validated for) the plugin that returned it.
+        """
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls() if i.plugin_name == plugin]
+        results = []
+        for impl in impls:
+            args = {name: kwargs[name] for name in impl.argnames}
+            if self.trace:
+                trace_log.info("hook %s.%s(%s)", plugin, hook, ", ".join(args))
+            try:
+                result = impl.function(**args)
+            except StartupError as e:
+                raise StartupError(f"plugin {plugin!r}: {e}") from None
+            except Exception as e:
+                log.exception("plugin %r failed in %s", plugin, hook)
+                raise StartupError(f"plugin {plugin!r} failed in {hook}: {type(e).__name__}: {e}") from None
+            if self.trace:
+                trace_log.info("hook %s.%s returned %r", plugin, hook, result)
+            if result is not None:
+                results.append(result)
+        return results
 
     # -- typed hooks ---------------------------------------------------
 

@@ -418,7 +418,11 @@ class Scheduler:
         else:
             return 60.0  # woken when a worker ends
         with self.store.engine.connect() as conn:
-            nxt = conn.execute(sa.select(sa.func.min(operations.c.scheduled_at)).select_from(base.subquery())).scalar()
+            nxt = conn.execute(
+                sa.select(sa.func.min(operations.c.scheduled_at)).where(
+                    operations.c.status == "todo", operations.c.task.in_(list(self.tasks))
+                )
+            ).scalar()
         if nxt is None:
             return 60.0
         if nxt.tzinfo is None:  # aggregate results bypass the column type on SQLite

@@ -1,0 +1,162 @@
+"""Every response is JSON; errors never leak HTML or tracebacks."""
+
+import logging
+import socket
+
+from agent_core import __version__
+from agent_core.testing import KEY
+
+
+def assert_json_error(res, status, contains=""):
+    assert res.status == status, res
+    assert res.headers["Content-Type"].startswith("application/json"), res.headers
+    body = res.json()
+    assert set(body) == {"error"}, body
+    assert contains in body["error"]
+    assert "<html" not in res.text.lower()
+    return body["error"]
+
+
+def test_unknown_route_is_json_404(probe_agent):
+    assert_json_error(probe_agent.client().get("/nope"), 404, "/nope")
+    assert_json_error(probe_agent.client().get("/probe/nope"), 404)
+
+
+def test_wrong_method_is_json_405_with_allow(probe_agent):
+    res = probe_agent.client().delete("/status")
+    assert_json_error(res, 405)
+    assert "GET" in res.headers["Allow"]
+
+
+def test_body_too_large_is_413(probe_agent, client):
+    c = probe_agent.login()
+    res = c.request("POST", "/probe/echo", body=b'{"a": "' + b"x" * 200_000 + b'"}',
+                    headers={"Content-Type": "application/json"})
+    assert_json_error(res, 413)
+
+
+def test_non_json_body_is_400(probe_agent):
+    c = probe_agent.login()
+    assert_json_error(c.request("POST", "/probe/echo", body="not json", headers={"Content-Type": "text/plain"}), 400)
+    assert_json_error(c.request("POST", "/login", body="{bad", headers={"Content-Type": "application/json"}), 400)
+
+
+def test_json_body_accepted_whatever_the_content_type(probe_agent):
+    c = probe_agent.login()
+    res = c.request("POST", "/probe/echo", body='{"a": 1}',
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert res.status == 200, res
+    assert res.json() == {"body": {"a": 1}}
+
+
+def test_unexpected_exception_is_generic_500_and_logged(probe_agent, caplog):
+    with caplog.at_level(logging.ERROR, logger="pgwarden.http"):
+        res = probe_agent.client().get(f"/probe/boom?key={KEY}")
+    message = assert_json_error(res, 500)
+    assert "secret internal detail" not in res.text
+    assert "Traceback" not in res.text
+    assert "see the agent's log" in message
+    assert any("secret internal detail" in r.getMessage() or (r.exc_text and "secret" in r.exc_text)
+               or (r.exc_info and "secret" in str(r.exc_info[1])) for r in caplog.records)
+
+
+def test_http_error_from_view_keeps_status(probe_agent):
+    assert_json_error(probe_agent.client().get(f"/probe/teapot?key={KEY}"), 418, "teapot")
+
+
+def test_list_results_are_json_arrays(probe_agent):
+    res = probe_agent.client().get(f"/probe/items?key={KEY}")
+    assert res.status == 200
+    assert res.headers["Content-Type"].startswith("application/json")
+    assert res.json() == [1, 2, 3]
+
+
+def test_server_and_cors_headers_on_every_response(make_agent):
+    running = make_agent(config={"agent": {"cors_origin": "https://ui.example"}})
+    for res in (running.client().get("/status"), running.client().get("/nope"),
+                running.client().get("/profile")):
+        assert res.headers["Server"] == f"pgwarden/{__version__}"
+        assert res.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+
+
+def test_options_preflight(probe_agent):
+    res = probe_agent.client().request("OPTIONS", "/probe/echo", headers={
+        "Origin": "https://ui.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "X-Session, Content-Type"})
+    assert res.status == 204
+    assert "POST" in res.headers["Access-Control-Allow-Methods"]
+    assert "X-Session" in res.headers["Access-Control-Allow-Headers"]
+    assert "Content-Type" in res.headers["Access-Control-Allow-Headers"]
+    assert res.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_access_log_redacts_key(probe_agent, caplog):
+    with caplog.at_level(logging.INFO, logger="pgwarden.access"):
+        res = probe_agent.client().get(f"/probe/hello?key={KEY}&x=1")
+    assert res.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "pgwarden.access"]
+    line = next(line for line in lines if "/probe/hello" in line)
+    assert KEY not in line
+    assert "key=REDACTED" in line
+    assert " 200 " in line and "ms" in line and "GET" in line
+
+
+def test_keep_alive_and_content_length(probe_agent):
+    """Two requests on one HTTP/1.1 connection, each with Content-Length."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(probe_agent.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("GET", "/status")
+            res = conn.getresponse()
+            body = res.read()
+            assert res.status == 200
+            assert int(res.getheader("Content-Length")) == len(body)
+            assert res.version == 11
+    finally:
+        conn.close()
+
+
+def test_many_simultaneous_clients(probe_agent):
+    """A few dozen clients connecting at once are all answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(_):
+        return probe_agent.client().get("/status").status
+
+    with ThreadPoolExecutor(48) as pool:
+        statuses = list(pool.map(call, range(96)))
+    assert statuses == [200] * 96
+
+
+def test_postgres_down_is_503_quickly_then_recovers(make_agent, pg_cluster):
+    from agent_core.cluster import Cluster, find_bindir
+
+    second = Cluster(find_bindir())
+    second.init()
+    second.start()
+    try:
+        running = make_agent(config={"postgresql": second.settings(connect_timeout=2)})
+        c = running.login()
+        assert c.get("/discover").json()["pg_port"] == second.port
+        second.stop()
+        res = c.get("/discover")
+        error = assert_json_error(res, 503, "PostgreSQL is unavailable")
+        assert "connect" in error.lower() or "refused" in error.lower() or "terminat" in error.lower(), error
+        second.start()
+        res = c.get("/discover")
+        assert res.status == 200, res
+    finally:
+        second.destroy()
+
+
+def test_postgres_unreachable_address_is_bounded_by_connect_timeout(make_agent):
+    # a port with nothing listening: refused at once, still a clean 503
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    running = make_agent(config={"postgresql": {"host": "127.0.0.1", "port": port, "connect_timeout": 2}})
+    assert_json_error(running.login().get("/discover"), 503, "PostgreSQL is unavailable")
