@@ -1,0 +1,136 @@
+"""Login, sessions, the agent key and throttling, over real HTTP."""
+
+import re
+import time
+
+import pytest
+
+from agent_core.auth import UsersFile, hash_password, verify_password
+from agent_core.testing import KEY, PASSWORD, Client
+
+
+def test_password_hash_roundtrip_and_parameters_stored():
+    encoded = hash_password("s3cret")
+    scheme, n, r, p, salt, digest = encoded.split("$")
+    assert (scheme, n, r, p) == ("scrypt", str(2**14), "8", "1")
+    assert verify_password("s3cret", encoded)
+    assert not verify_password("s3cret ", encoded)
+    assert hash_password("s3cret") != encoded  # salted
+    assert not verify_password("x", "garbage")
+
+
+def test_login_returns_64_hex_session(agent):
+    res = agent.client().post("/login", {"username": "alice", "password": PASSWORD})
+    assert res.status == 200, res
+    assert re.fullmatch(r"[0-9a-f]{64}", res.json()["session"])
+
+
+@pytest.mark.parametrize("username,password", [("alice", "wrong"), ("nobody", PASSWORD)])
+def test_wrong_credentials_401_same_message(agent, username, password):
+    res = agent.client().post("/login", {"username": username, "password": password})
+    assert res.status == 401
+    assert res.json() == {"error": "Invalid username/password."}
+
+
+@pytest.mark.parametrize("body", [{}, {"username": "alice"}, {"username": 1, "password": "x"}])
+def test_login_malformed_parameters(agent, body):
+    res = agent.client().post("/login", body)
+    assert res.status == 406
+    assert res.json()["error"].startswith("Parameter '")
+
+
+def test_session_header_rules(agent):
+    c = agent.client()
+    for value in (None, "abc", "A" * 64, "g" * 64):
+        headers = {} if value is None else {"X-Session": value}
+        res = c.get("/profile", headers=headers)
+        assert res.status == 406, (value, res)
+        assert res.json() == {"error": "Parameter 'X-Session' is malformed."}
+    res = c.get("/profile", headers={"X-Session": "0" * 64})
+    assert res.status == 401
+    assert res.json() == {"error": "Invalid session."}
+
+
+def test_profile_logout_and_several_sessions(agent):
+    first, second = agent.login(), agent.login()
+    assert first.session != second.session
+    assert first.get("/profile").json() == {"username": "alice"}
+    assert first.get("/logout").json() == {"logout": True}
+    assert first.get("/profile").status == 401
+    assert second.get("/profile").json() == {"username": "alice"}
+
+
+def test_sessions_are_stored_hashed_and_survive_restart(agent):
+    c = agent.login()
+    with agent.agent.store.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM core_sessions")]
+    assert c.session not in stored and len(stored) == 1
+    agent.restart()
+    c2 = Client(agent.url, session=c.session)
+    assert c2.get("/profile").json() == {"username": "alice"}
+
+
+def test_idle_expiry_slides_and_absolute_limit(make_agent):
+    running = make_agent(config={"agent": {"session_idle": 2, "session_lifetime": 4}})
+    c = running.login()
+    for _ in range(3):  # keeps sliding: used every second, alive for 3 s > idle
+        time.sleep(1)
+        assert c.get("/profile").status == 200
+    time.sleep(1.5)  # 4.5 s after login: past the absolute limit
+    assert c.get("/profile").status == 401
+    idle = running.login()
+    time.sleep(2.5)
+    assert idle.get("/profile").json() == {"error": "Invalid session."}
+
+
+def test_deleted_user_loses_sessions(agent):
+    c = agent.login()
+    UsersFile(agent.agent.config.users_path()).delete("alice")
+    assert c.get("/profile").status == 401
+
+
+def test_throttling_grows_with_retry_after(agent):
+    c = agent.client()
+    statuses = [c.post("/login", {"username": "alice", "password": "bad"}).status for _ in range(3)]
+    assert statuses == [401, 401, 401]
+    res = c.post("/login", {"username": "alice", "password": PASSWORD})
+    assert res.status == 429, res
+    assert int(res.headers["Retry-After"]) >= 1
+    assert "error" in res.json()
+    time.sleep(int(res.headers["Retry-After"]) + 0.1)
+    assert c.post("/login", {"username": "alice", "password": "bad"}).status == 401
+    res = c.post("/login", {"username": "alice", "password": PASSWORD})
+    assert res.status == 429
+    assert int(res.headers["Retry-After"]) >= 2  # grows
+    # another user from the same address is not throttled
+    agent.agent.auth.users.set("bob", PASSWORD)
+    assert c.post("/login", {"username": "bob", "password": PASSWORD}).status == 200
+
+
+def test_key_rules(probe_agent):
+    anon = probe_agent.client()
+    res = anon.get(f"/probe/hello?key={KEY}")
+    assert res.status == 200 and res.json() == {"hello": "key", "auth": "key"}
+    assert anon.get("/probe/hello", headers={"X-Pgwarden-Key": KEY}).status == 200
+    assert anon.get("/probe/hello", headers={"X-TemBoard-Agent-Key": KEY}).status == 200
+    res = anon.get("/probe/hello?key=wrong")
+    assert res.status == 401 and res.json() == {"error": "Invalid key."}
+    # a route without key=True ignores the key: a session is required
+    res = anon.get(f"/probe/private?key={KEY}")
+    assert res.status == 406
+    s = probe_agent.login()
+    assert s.get("/probe/private").json() == {"hello": "alice", "auth": "session"}
+    assert s.get("/probe/hello").json() == {"hello": "alice", "auth": "session"}
+
+
+def test_no_key_configured_refuses_any_key(make_agent, probe):
+    running = make_agent(plugins={"probe": probe}, config={"agent": {"key": ""}})
+    assert running.client().get("/probe/hello?key=").status == 401
+    assert running.client().get("/probe/hello?key=anything").status == 401
+
+
+def test_public_routes_are_only_login_and_status(probe_agent):
+    anon = probe_agent.client()
+    assert anon.get("/status").status == 200
+    for path in ("/profile", "/logout", "/discover", "/probe/private", "/probe/items", "/probe/pg"):
+        assert anon.get(path).status == 406, path
