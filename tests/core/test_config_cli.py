@@ -1,0 +1,236 @@
+"""Configuration validation, plugin loading and the command line, run as an operator would."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from agent_core.config import RawConfig, agent_schema, postgresql_schema, validate
+from agent_core.errors import ConfigError, StartupError
+
+
+def run_cli(*args, env=None, input=None, cwd=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "agent_core.cli", *args], capture_output=True, text=True,
+                          env=full_env, input=input, cwd=cwd, timeout=60)
+
+
+@pytest.fixture
+def fake_plugins(tmp_path):
+    """A directory with real installed-distribution metadata for three plugins:
+    ``good`` (works), ``broken`` (raises on import) and ``tracker`` (records its import)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "good_plugin.py").write_text(textwrap.dedent("""
+        from agent_core.hookspecs import hookimpl, Option
+        @hookimpl
+        def agent_add_config(schema):
+            schema.add(Option("color", str, "blue", "A color.", choices=("blue", "red")))
+    """))
+    (site / "broken_plugin.py").write_text("import no_such_module_xyz\n")
+    (site / "tracker_plugin.py").write_text(
+        "import os\nopen(os.environ['TRACKER_FILE'], 'w').write('imported')\n")
+    for dist, name, module in (("good-dist", "good", "good_plugin"), ("broken-dist", "broken", "broken_plugin"),
+                               ("tracker-dist", "tracker", "tracker_plugin")):
+        info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[pgwarden]\n{name} = {module}\n")
+    return site
+
+
+def write_conf(tmp_path, text):
+    path = tmp_path / "pgwarden.conf"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_every_problem_reported_in_one_pass():
+    raw = RawConfig.from_dict({
+        "agent": {"port": "eighty", "threads": "0", "bogus": "1", "log_level": "LOUD"},
+        "postgresql": {"connect_timeout": "-1"},
+        "nosuch": {"a": "b"},
+    })
+    with pytest.raises(ConfigError) as e:
+        validate(raw, [agent_schema(), postgresql_schema()], environ={})
+    problems = e.value.problems
+    assert "agent.port: expected an integer, got 'eighty'" in problems
+    assert "agent.threads: must be greater than 0" in problems
+    assert "agent.bogus: unknown key" in problems
+    assert any(p.startswith("agent.log_level: must be one of") for p in problems)
+    assert "postgresql.connect_timeout: must be greater than 0" in problems
+    assert any(p.startswith("nosuch: unknown section") for p in problems)
+
+
+def test_environment_overrides_file():
+    raw = RawConfig.from_dict({"agent": {"port": "1000"}})
+    config = validate(raw, [agent_schema(), postgresql_schema()],
+                      environ={"PGWARDEN_AGENT_PORT": "2000", "PGWARDEN_POSTGRESQL_USER": "monitor"})
+    assert config.agent["port"] == 2000
+    assert config.postgresql["user"] == "monitor"
+    with pytest.raises(ConfigError) as e:
+        validate(raw, [agent_schema(), postgresql_schema()], environ={"PGWARDEN_AGENT_PORT": "x"})
+    assert e.value.problems == ["agent.port: expected an integer, got 'x'"]
+
+
+def test_plain_http_refused_off_loopback(tmp_path):
+    raw = RawConfig.from_dict({"agent": {"address": "0.0.0.0"}})
+    with pytest.raises(ConfigError) as e:
+        validate(raw, [agent_schema(), postgresql_schema()], environ={})
+    assert any("refusing plain HTTP on 0.0.0.0" in p for p in e.value.problems)
+    for address in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        validate(RawConfig.from_dict({"agent": {"address": address}}), [agent_schema(), postgresql_schema()],
+                 environ={})
+
+
+def test_check_config_ok_and_errors_without_traceback(tmp_path):
+    ok = write_conf(tmp_path, f"""
+        [agent]
+        home = {tmp_path}
+        [postgresql]
+        port = 5432
+    """)
+    res = run_cli("-c", ok, "check-config")
+    assert res.returncode == 0, res.stderr
+    assert "OK" in res.stdout
+    bad = write_conf(tmp_path, """
+        [agent]
+        port = x
+        colour = red
+        [postgresql]
+        statement_timeout = 0
+    """)
+    res = run_cli("-c", bad, "check-config")
+    assert res.returncode == 2
+    assert "agent.port: expected an integer, got 'x'" in res.stderr
+    assert "agent.colour: unknown key" in res.stderr
+    assert "postgresql.statement_timeout: must be greater than 0" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("-c", str(tmp_path / "missing.conf"), "check-config")
+    assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_plugin_not_installed_names_installed_ones(tmp_path, fake_plugins):
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = nosuch\n")
+    res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins)})
+    assert res.returncode == 2
+    assert "plugin 'nosuch' is not installed" in res.stderr
+    assert "broken" in res.stderr and "good" in res.stderr
+
+
+def test_plugin_import_failure_names_plugin_and_distribution(tmp_path, fake_plugins):
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = broken\n")
+    res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins)})
+    assert res.returncode == 2
+    assert "plugin 'broken' (distribution broken-dist 1.2.3) failed to import" in res.stderr
+    assert "no_such_module_xyz" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_disabled_plugins_are_never_imported_and_their_sections_ignored(tmp_path, fake_plugins):
+    marker = tmp_path / "imported"
+    conf = write_conf(tmp_path, f"""
+        [agent]
+        home = {tmp_path}
+        plugins = good
+        [good]
+        color = red
+        [tracker]
+        anything = goes
+    """)
+    res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": str(marker)})
+    assert res.returncode == 0, res.stderr
+    assert "plugins: good" in res.stdout
+    assert not marker.exists()
+    bad = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good\n[good]\ncolor = green\nshade = x\n")
+    res = run_cli("-c", bad, "check-config", env={"PYTHONPATH": str(fake_plugins)})
+    assert res.returncode == 2
+    assert "good.color: must be one of blue, red, got 'green'" in res.stderr
+    assert "good.shade: unknown key" in res.stderr
+
+
+def test_plugins_command_lists_versions_and_state(tmp_path, fake_plugins):
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good\n")
+    res = run_cli("-c", conf, "plugins", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": "/nonexistent/x"})
+    assert res.returncode == 0, res.stderr
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert "good-dist" in lines["good"] and "1.2.3" in lines["good"] and "enabled" in lines["good"]
+    assert "disabled" in lines["broken"] and "disabled" in lines["tracker"]
+
+
+def test_help_is_useful():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("serve", "check-config", "plugins", "user", "demo", "PGWARDEN_"):
+        assert word in res.stdout
+    for sub in ("serve", "check-config", "plugins", "user", "demo"):
+        res = run_cli(sub, "--help")
+        assert res.returncode == 0 and len(res.stdout) > 200, sub
+    res = run_cli("user", "add", "--help")
+    assert res.returncode == 0 and "username" in res.stdout
+
+
+def test_user_commands_read_password_from_stdin_never_argv(tmp_path):
+    users = str(tmp_path / "users")
+    res = run_cli("user", "--users-file", users, "add", "carol", input="pa55word\n")
+    assert res.returncode == 0, res.stderr
+    content = open(users).read()
+    assert "carol:scrypt$" in content and "pa55word" not in content
+    assert oct(os.stat(users).st_mode & 0o777) == "0o600"
+    assert run_cli("user", "--users-file", users, "add", "carol", input="x\n").returncode == 1
+    assert run_cli("user", "--users-file", users, "passwd", "carol", input="new\n").returncode == 0
+    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["carol"]
+    assert run_cli("user", "--users-file", users, "delete", "carol").returncode == 0
+    assert run_cli("user", "--users-file", users, "list").stdout.split() == []
+    res = run_cli("user", "--users-file", users, "add", "bad name", input="x\n")
+    assert res.returncode == 1 and "username" in res.stderr
+    res = run_cli("user", "--users-file", users, "add", "dave", input="\n")
+    assert res.returncode == 1 and "empty password" in res.stderr
+
+
+def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
+    import signal
+    import time
+    import urllib.request
+
+    from agent_core.cluster import free_port
+
+    port = free_port()
+    conf = write_conf(tmp_path, f"""
+        [agent]
+        home = {tmp_path}
+        port = {port}
+        [postgresql]
+        host = {pg_cluster.host}
+        port = {pg_cluster.port}
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+    proc = subprocess.Popen([sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert f"listening on http://127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as res:
+            assert res.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.1)
+    assert "stopped" in proc.stderr.read()
+
+
+def test_bind_error_is_a_clear_startup_error(make_agent, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            make_agent(config={"agent": {"port": port}})
