@@ -233,6 +233,6 @@ class AgentSpec:
 
         Called once when the agent stops, after the HTTP server stopped
         accepting requests and the scheduler stopped, in reverse registration
-        order. Exceptions are logged and do not prevent the other plugins'
+        order. Raising is logged and does not prevent the other plugins'
         shutdown.
         """
