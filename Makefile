@@ -19,6 +19,7 @@ demo: venv
 	$(VENV)/bin/pgwarden demo
 
 test: venv
+	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest
 
 lint: venv

@@ -159,6 +159,7 @@ def cmd_user(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _setup_logging("INFO", "stderr")
     return run_demo(args.home, args.port, args.plugins)
 
 
