@@ -114,8 +114,14 @@ def make_probe() -> types.SimpleNamespace:
         state.calls.append("agent_shutdown")
         state.release.set()
 
-    for fn in (agent_add_config, agent_db_metadata, agent_register_routes, agent_register_tasks, agent_startup,
-               agent_shutdown):
+    for fn in (
+        agent_add_config,
+        agent_db_metadata,
+        agent_register_routes,
+        agent_register_tasks,
+        agent_startup,
+        agent_shutdown,
+    ):
         setattr(plugin, fn.__name__, fn)
     return plugin
 

@@ -11,7 +11,7 @@ from agent_core.testing import KEY, PASSWORD, Client
 
 def test_password_hash_roundtrip_and_parameters_stored():
     encoded = hash_password("s3cret")
-    scheme, n, r, p, salt, digest = encoded.split("$")
+    scheme, n, r, p, _salt, _digest = encoded.split("$")
     assert (scheme, n, r, p) == ("scrypt", str(2**14), "8", "1")
     assert verify_password("s3cret", encoded)
     assert not verify_password("s3cret ", encoded)

@@ -14,8 +14,15 @@ from agent_core.errors import ConfigError, StartupError
 def run_cli(*args, env=None, input=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "agent_core.cli", *args], capture_output=True, text=True,
-                          env=full_env, input=input, cwd=cwd, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -24,17 +31,21 @@ def fake_plugins(tmp_path):
     ``good`` (works), ``broken`` (raises on import) and ``tracker`` (records its import)."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "good_plugin.py").write_text(textwrap.dedent("""
+    (site / "good_plugin.py").write_text(
+        textwrap.dedent("""
         from agent_core.hookspecs import hookimpl, Option
         @hookimpl
         def agent_add_config(schema):
             schema.add(Option("color", str, "blue", "A color.", choices=("blue", "red")))
-    """))
+    """)
+    )
     (site / "broken_plugin.py").write_text("import no_such_module_xyz\n")
-    (site / "tracker_plugin.py").write_text(
-        "import os\nopen(os.environ['TRACKER_FILE'], 'w').write('imported')\n")
-    for dist, name, module in (("good-dist", "good", "good_plugin"), ("broken-dist", "broken", "broken_plugin"),
-                               ("tracker-dist", "tracker", "tracker_plugin")):
+    (site / "tracker_plugin.py").write_text("import os\nopen(os.environ['TRACKER_FILE'], 'w').write('imported')\n")
+    for dist, name, module in (
+        ("good-dist", "good", "good_plugin"),
+        ("broken-dist", "broken", "broken_plugin"),
+        ("tracker-dist", "tracker", "tracker_plugin"),
+    ):
         info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
@@ -49,11 +60,13 @@ def write_conf(tmp_path, text):
 
 
 def test_every_problem_reported_in_one_pass():
-    raw = RawConfig.from_dict({
-        "agent": {"port": "eighty", "threads": "0", "bogus": "1", "log_level": "LOUD"},
-        "postgresql": {"connect_timeout": "-1"},
-        "nosuch": {"a": "b"},
-    })
+    raw = RawConfig.from_dict(
+        {
+            "agent": {"port": "eighty", "threads": "0", "bogus": "1", "log_level": "LOUD"},
+            "postgresql": {"connect_timeout": "-1"},
+            "nosuch": {"a": "b"},
+        }
+    )
     with pytest.raises(ConfigError) as e:
         validate(raw, [agent_schema(), postgresql_schema()], environ={})
     problems = e.value.problems
@@ -67,8 +80,11 @@ def test_every_problem_reported_in_one_pass():
 
 def test_environment_overrides_file():
     raw = RawConfig.from_dict({"agent": {"port": "1000"}})
-    config = validate(raw, [agent_schema(), postgresql_schema()],
-                      environ={"PGWARDEN_AGENT_PORT": "2000", "PGWARDEN_POSTGRESQL_USER": "monitor"})
+    config = validate(
+        raw,
+        [agent_schema(), postgresql_schema()],
+        environ={"PGWARDEN_AGENT_PORT": "2000", "PGWARDEN_POSTGRESQL_USER": "monitor"},
+    )
     assert config.agent["port"] == 2000
     assert config.postgresql["user"] == "monitor"
     with pytest.raises(ConfigError) as e:
@@ -82,27 +98,34 @@ def test_plain_http_refused_off_loopback(tmp_path):
         validate(raw, [agent_schema(), postgresql_schema()], environ={})
     assert any("refusing plain HTTP on 0.0.0.0" in p for p in e.value.problems)
     for address in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
-        validate(RawConfig.from_dict({"agent": {"address": address}}), [agent_schema(), postgresql_schema()],
-                 environ={})
+        validate(
+            RawConfig.from_dict({"agent": {"address": address}}), [agent_schema(), postgresql_schema()], environ={}
+        )
 
 
 def test_check_config_ok_and_errors_without_traceback(tmp_path):
-    ok = write_conf(tmp_path, f"""
+    ok = write_conf(
+        tmp_path,
+        f"""
         [agent]
         home = {tmp_path}
         [postgresql]
         port = 5432
-    """)
+    """,
+    )
     res = run_cli("-c", ok, "check-config")
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
-    bad = write_conf(tmp_path, """
+    bad = write_conf(
+        tmp_path,
+        """
         [agent]
         port = x
         colour = red
         [postgresql]
         statement_timeout = 0
-    """)
+    """,
+    )
     res = run_cli("-c", bad, "check-config")
     assert res.returncode == 2
     assert "agent.port: expected an integer, got 'x'" in res.stderr
@@ -132,7 +155,9 @@ def test_plugin_import_failure_names_plugin_and_distribution(tmp_path, fake_plug
 
 def test_disabled_plugins_are_never_imported_and_their_sections_ignored(tmp_path, fake_plugins):
     marker = tmp_path / "imported"
-    conf = write_conf(tmp_path, f"""
+    conf = write_conf(
+        tmp_path,
+        f"""
         [agent]
         home = {tmp_path}
         plugins = good
@@ -140,7 +165,8 @@ def test_disabled_plugins_are_never_imported_and_their_sections_ignored(tmp_path
         color = red
         [tracker]
         anything = goes
-    """)
+    """,
+    )
     res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": str(marker)})
     assert res.returncode == 0, res.stderr
     assert "plugins: good" in res.stdout
@@ -199,17 +225,25 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
     from agent_core.cluster import free_port
 
     port = free_port()
-    conf = write_conf(tmp_path, f"""
+    conf = write_conf(
+        tmp_path,
+        f"""
         [agent]
         home = {tmp_path}
         port = {port}
         [postgresql]
         host = {pg_cluster.host}
         port = {pg_cluster.port}
-    """)
+    """,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    proc = subprocess.Popen([sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert f"listening on http://127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() else "")

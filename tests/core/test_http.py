@@ -30,8 +30,9 @@ def test_wrong_method_is_json_405_with_allow(probe_agent):
 
 def test_body_too_large_is_413(probe_agent, client):
     c = probe_agent.login()
-    res = c.request("POST", "/probe/echo", body=b'{"a": "' + b"x" * 200_000 + b'"}',
-                    headers={"Content-Type": "application/json"})
+    res = c.request(
+        "POST", "/probe/echo", body=b'{"a": "' + b"x" * 200_000 + b'"}', headers={"Content-Type": "application/json"}
+    )
     assert_json_error(res, 413)
 
 
@@ -43,8 +44,9 @@ def test_non_json_body_is_400(probe_agent):
 
 def test_json_body_accepted_whatever_the_content_type(probe_agent):
     c = probe_agent.login()
-    res = c.request("POST", "/probe/echo", body='{"a": 1}',
-                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    res = c.request(
+        "POST", "/probe/echo", body='{"a": 1}', headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert res.status == 200, res
     assert res.json() == {"body": {"a": 1}}
 
@@ -56,8 +58,12 @@ def test_unexpected_exception_is_generic_500_and_logged(probe_agent, caplog):
     assert "secret internal detail" not in res.text
     assert "Traceback" not in res.text
     assert "see the agent's log" in message
-    assert any("secret internal detail" in r.getMessage() or (r.exc_text and "secret" in r.exc_text)
-               or (r.exc_info and "secret" in str(r.exc_info[1])) for r in caplog.records)
+    assert any(
+        "secret internal detail" in r.getMessage()
+        or (r.exc_text and "secret" in r.exc_text)
+        or (r.exc_info and "secret" in str(r.exc_info[1]))
+        for r in caplog.records
+    )
 
 
 def test_http_error_from_view_keeps_status(probe_agent):
@@ -73,16 +79,21 @@ def test_list_results_are_json_arrays(probe_agent):
 
 def test_server_and_cors_headers_on_every_response(make_agent):
     running = make_agent(config={"agent": {"cors_origin": "https://ui.example"}})
-    for res in (running.client().get("/status"), running.client().get("/nope"),
-                running.client().get("/profile")):
+    for res in (running.client().get("/status"), running.client().get("/nope"), running.client().get("/profile")):
         assert res.headers["Server"] == f"pgwarden/{__version__}"
         assert res.headers["Access-Control-Allow-Origin"] == "https://ui.example"
 
 
 def test_options_preflight(probe_agent):
-    res = probe_agent.client().request("OPTIONS", "/probe/echo", headers={
-        "Origin": "https://ui.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "X-Session, Content-Type"})
+    res = probe_agent.client().request(
+        "OPTIONS",
+        "/probe/echo",
+        headers={
+            "Origin": "https://ui.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "X-Session, Content-Type",
+        },
+    )
     assert res.status == 204
     assert "POST" in res.headers["Access-Control-Allow-Methods"]
     assert "X-Session" in res.headers["Access-Control-Allow-Headers"]

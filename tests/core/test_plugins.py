@@ -26,8 +26,13 @@ def view(request):
 
 def test_lifecycle_order(make_agent, probe):
     running = make_agent(plugins={"probe": probe})
-    assert probe.state.calls == ["agent_add_config", "agent_db_metadata", "agent_register_tasks",
-                                 "agent_register_routes", "agent_startup"]
+    assert probe.state.calls == [
+        "agent_add_config",
+        "agent_db_metadata",
+        "agent_register_tasks",
+        "agent_register_routes",
+        "agent_startup",
+    ]
     running.stop()
     assert probe.state.calls[-1] == "agent_shutdown"
 
@@ -47,14 +52,17 @@ def test_disabled_plugin_routes_are_404(make_agent):
     assert res.status == 404 and "error" in res.json()
 
 
-@pytest.mark.parametrize("routes,message", [
-    ([Route("GET", "/other/x", view)], "path must start with '/bad'"),
-    ([Route("GET", "/badness", view)], "path must start with '/bad'"),
-    ([Route("FETCH", "/bad/x", view)], "method 'FETCH'"),
-    ([Route("GET", "/bad/x", view), Route("GET", "/bad/x", view)], "already registered"),
-    ([Route("GET", "/bad/<a>", view), Route("GET", "/bad/<b>", view)], "already registered"),
-    (["/bad/x"], "must return a list of Route"),
-])
+@pytest.mark.parametrize(
+    "routes,message",
+    [
+        ([Route("GET", "/other/x", view)], "path must start with '/bad'"),
+        ([Route("GET", "/badness", view)], "path must start with '/bad'"),
+        ([Route("FETCH", "/bad/x", view)], "method 'FETCH'"),
+        ([Route("GET", "/bad/x", view), Route("GET", "/bad/x", view)], "already registered"),
+        ([Route("GET", "/bad/<a>", view), Route("GET", "/bad/<b>", view)], "already registered"),
+        (["/bad/x"], "must return a list of Route"),
+    ],
+)
 def test_invalid_routes_refuse_startup(make_agent, routes, message):
     bad = plugin(agent_register_routes=lambda agent: routes)
     with pytest.raises(StartupError, match=message) as e:
@@ -62,12 +70,15 @@ def test_invalid_routes_refuse_startup(make_agent, routes, message):
     assert "plugin 'bad'" in str(e.value)
 
 
-@pytest.mark.parametrize("task,message", [
-    (TaskType("other.run", view), "must start with 'bad.'"),
-    (TaskType("bad", view), "must look like"),
-    (TaskType("bad.Run", view), "must look like"),
-    (TaskType("bad.run", view, interval=0), "interval"),
-])
+@pytest.mark.parametrize(
+    "task,message",
+    [
+        (TaskType("other.run", view), "must start with 'bad.'"),
+        (TaskType("bad", view), "must look like"),
+        (TaskType("bad.Run", view), "must look like"),
+        (TaskType("bad.run", view, interval=0), "interval"),
+    ],
+)
 def test_invalid_tasks_refuse_startup(make_agent, task, message):
     bad = plugin(agent_register_tasks=lambda agent: [task])
     with pytest.raises(StartupError, match=message):
@@ -113,8 +124,11 @@ def test_hook_tracing(make_agent, probe, caplog, monkeypatch):
 
 def test_recurring_task_is_kept_scheduled(make_agent):
     runs = []
-    rec = plugin(agent_register_tasks=lambda agent: [
-        TaskType("rec.tick", lambda ctx: runs.append(ctx.operation.id), interval=0.3)])
+    rec = plugin(
+        agent_register_tasks=lambda agent: [
+            TaskType("rec.tick", lambda ctx: runs.append(ctx.operation.id), interval=0.3)
+        ]
+    )
     from agent_core.testing import wait_for
 
     running = make_agent(plugins={"rec": rec})

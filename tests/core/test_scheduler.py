@@ -144,12 +144,24 @@ def test_restart_keeps_todo_runs_missed_within_grace_aborts_late_and_doing(sched
     store = sched_agent.agent.store
     stamp = datetime.now(timezone.utc)
     with store.begin() as conn:
-        for op_id, status, when in (("0000000a", "todo", stamp - timedelta(seconds=10)),
-                                    ("0000000b", "todo", stamp - timedelta(seconds=600)),
-                                    ("0000000c", "doing", stamp - timedelta(seconds=5))):
-            conn.execute(operations.insert().values(
-                id=op_id, task="probe.quick" if op_id != "0000000c" else "probe.blocking", params={},
-                scheduled_at=when, status=status, created_at=when, cancel_requested=False, notices=[], info={}))
+        for op_id, status, when in (
+            ("0000000a", "todo", stamp - timedelta(seconds=10)),
+            ("0000000b", "todo", stamp - timedelta(seconds=600)),
+            ("0000000c", "doing", stamp - timedelta(seconds=5)),
+        ):
+            conn.execute(
+                operations.insert().values(
+                    id=op_id,
+                    task="probe.quick" if op_id != "0000000c" else "probe.blocking",
+                    params={},
+                    scheduled_at=when,
+                    status=status,
+                    created_at=when,
+                    cancel_requested=False,
+                    notices=[],
+                    info={},
+                )
+            )
     sched_agent.restart()
     s = scheduler(sched_agent)
     assert s.get(future).status == "todo"

@@ -1,0 +1,12 @@
+"""Run every benchmark in bench/ (files named *_bench.py), one after the other."""
+
+import pathlib
+import subprocess
+import sys
+
+here = pathlib.Path(__file__).resolve().parent
+status = 0
+for script in sorted(here.glob("*_bench.py")):
+    print(f"== {script.name}", flush=True)
+    status |= subprocess.run([sys.executable, str(script)], check=False).returncode
+sys.exit(status)
