@@ -1,0 +1,1 @@
+"""Example pgwarden plugin: greets, and counts the tables of a database as a scheduled task."""
