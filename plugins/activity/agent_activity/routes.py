@@ -1,0 +1,100 @@
+"""HTTP views of the activity plugin (contract: ``api/activity-api.txt``).
+
+The three listings accept the agent key; kill needs a session. Every error is
+answered ``{"error": ...}`` by the core.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agent_core.errors import MalformedParameter
+from agent_core.hookspecs import Route
+from agent_core.http import Request
+
+from . import service
+
+_INT4_MAX = 2**31 - 1
+_DIGITS = re.compile(r"^[0-9]{1,10}$")
+
+
+def _limit(request: Request) -> int | None:
+    text = request.query.get("limit")
+    if text is None:
+        return None
+    if not _DIGITS.match(text) or not 0 < int(text) <= _INT4_MAX:
+        raise MalformedParameter("limit")
+    return int(text)
+
+
+def activity(request: Request) -> dict[str, Any]:
+    """GET /activity[?limit=N] -> {"rows": [...]}
+
+    One row per client backend of the instance except the agent's own
+    connections, longest running first, at most ``limit`` rows (default
+    ``[activity] limit``); idle sessions unless ``[activity] show_idle = no``.
+
+    200 rows; 401 invalid session or key; 406 ``X-Session`` or ``limit``
+    malformed; 501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    """
+    limit = _limit(request)
+    return {"rows": service.get(request.agent).activity(limit)}
+
+
+def waiting(request: Request) -> dict[str, Any]:
+    """GET /activity/waiting -> {"rows": [...]}
+
+    Backends waiting for a lock, with ``relation``, ``type``, ``mode`` of the
+    lock they want, ``blocked_by`` and ``root_blockers``.
+
+    200 rows; 401 invalid session or key; 406 ``X-Session`` malformed;
+    501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    """
+    return {"rows": service.get(request.agent).waiting()}
+
+
+def blocking(request: Request) -> dict[str, Any]:
+    """GET /activity/blocking -> {"rows": [...]}
+
+    Backends holding a lock that others wait for, root blockers first, with
+    ``relation``, ``type``, ``mode`` of the lock held, ``blocks``,
+    ``blocked_by`` and ``root``.
+
+    200 rows; 401 invalid session or key; 406 ``X-Session`` malformed;
+    501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    """
+    return {"rows": service.get(request.agent).blocking()}
+
+
+def kill(request: Request) -> dict[str, Any]:
+    """POST /activity/kill {"pids": [int, ...]} -> {"backends": [{"pid", "killed"}, ...]}
+
+    Also served as POST /activity/activity/kill (the reference's title).
+    Terminates client backends with ``pg_terminate_backend``; any other pid
+    (the agent's own connections, autovacuum, background workers, WAL
+    senders, processes that are not backends of this instance) is refused
+    with ``"killed": false`` and a ``reason``. Session only. Every pid is
+    recorded in ``activity_kills``.
+
+    200 results (one per distinct pid, in request order); 400 body not JSON;
+    401 invalid session; 406 ``X-Session`` malformed, or ``Parameter 'pids'
+    is malformed.`` (not a list of positive integers); 413 body too large;
+    501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    """
+    body = request.json()
+    pids = body.get("pids") if isinstance(body, dict) else None
+    if not isinstance(pids, list) or not all(type(p) is int and 0 < p <= _INT4_MAX for p in pids):
+        raise MalformedParameter("pids")
+    unique = list(dict.fromkeys(pids))
+    return {"backends": service.get(request.agent).kill(unique, request.requester)}
+
+
+def routes() -> list[Route]:
+    return [
+        Route("GET", "/activity", activity, key=True),
+        Route("GET", "/activity/waiting", waiting, key=True),
+        Route("GET", "/activity/blocking", blocking, key=True),
+        Route("POST", "/activity/kill", kill, key=False),
+        Route("POST", "/activity/activity/kill", kill, key=False),
+    ]

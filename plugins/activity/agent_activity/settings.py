@@ -1,0 +1,24 @@
+"""The ``[activity]`` configuration section."""
+
+from __future__ import annotations
+
+from agent_core.hookspecs import Option
+
+OPTIONS = (
+    Option("limit", int, 500, "Default maximum number of rows of GET /activity (?limit= overrides).", minimum=1),
+    Option("show_idle", bool, True, "List idle sessions in GET /activity."),
+    Option(
+        "sample_interval",
+        float,
+        2.0,
+        "Seconds between two background samples of the backends' CPU and I/O counters.",
+        minimum=0.1,
+    ),
+    Option(
+        "kill_wait",
+        float,
+        3.0,
+        "Seconds POST /activity/kill waits for a terminated backend to exit (PostgreSQL 14+; 0: do not wait).",
+        minimum=0,
+    ),
+)
