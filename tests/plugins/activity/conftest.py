@@ -72,20 +72,24 @@ class Sessions:
         self.conns: list[Any] = []
         self.blocked: list[Blocked] = []
 
-    def open(self, dbname: str = "postgres", autocommit: bool = True, unix: bool = False) -> Any:
+    def open(
+        self, dbname: str = "postgres", autocommit: bool = True, unix: bool = False, user: str | None = None
+    ) -> Any:
         """A new session, over TCP or (``unix``) the cluster's Unix socket."""
         if unix:
             c = self.cluster
-            conn = psycopg2.connect(host=c.sockdir, port=c.port, user=c.superuser, dbname=dbname)
+            conn = psycopg2.connect(host=c.sockdir, port=c.port, user=user or c.superuser, dbname=dbname)
             conn.autocommit = autocommit
         else:
-            conn = self.cluster.connect(dbname, autocommit=autocommit)
+            conn = self.cluster.connect(dbname, user=user, autocommit=autocommit)
         self.conns.append(conn)
         return conn
 
-    def idle(self, statement: str = "SELECT 1", dbname: str = "postgres", unix: bool = False) -> Any:
+    def idle(
+        self, statement: str = "SELECT 1", dbname: str = "postgres", unix: bool = False, user: str | None = None
+    ) -> Any:
         """A session that ran ``statement`` and now sits idle."""
-        conn = self.open(dbname, unix=unix)
+        conn = self.open(dbname, unix=unix, user=user)
         with conn.cursor() as cur:
             cur.execute(statement)
         return conn

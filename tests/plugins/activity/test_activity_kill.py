@@ -168,3 +168,34 @@ def test_kill_body_not_json_or_as_the_temboard_ui_sends_it(api, sessions):
     )
     assert (res.status, res.json()) == (200, {"backends": [{"pid": pid, "killed": True}]})
     assert kill(api, []) == []
+
+
+@pytest.fixture
+def monitoring_role(pg_cluster, unique):
+    """A least-privilege role as docs/activity.md recommends; dropped afterwards."""
+    role = f"pgw_monitor_{unique}"
+    pg_cluster.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_monitor, pg_signal_backend")
+    pg_cluster.execute(f"CREATE ROLE {role}_app LOGIN")
+    yield role
+    for name in (role, f"{role}_app"):
+        pg_cluster.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", (name,))
+        pg_cluster.execute(f"DROP ROLE {name}")
+
+
+def test_least_privilege_role(make_agent, plugin, sessions, monitoring_role, unique):
+    """pg_monitor sees every session's query; pg_signal_backend terminates
+    ordinary backends but not a superuser's, which is refused with PostgreSQL's reason."""
+    running = make_agent(plugins={"activity": plugin}, config={"postgresql": {"user": monitoring_role}})
+    api = running.login()
+    app = sessions.idle(f"SELECT 'app {unique}'", user=f"{monitoring_role}_app")
+    superuser = sessions.idle(f"SELECT 'superuser {unique}'")
+
+    rows = {row["pid"]: row for row in api.get("/activity").json()["rows"]}
+    assert rows[superuser.info.backend_pid]["query"] == f"SELECT 'superuser {unique}'", "pg_read_all_stats"
+
+    result = kill(api, [superuser.info.backend_pid, app.info.backend_pid])
+    assert result[0]["killed"] is False
+    assert "superuser" in result[0]["reason"], result
+    assert result[1] == {"pid": app.info.backend_pid, "killed": True}
+    assert not sessions.gone(superuser.info.backend_pid)
+    assert sessions.gone(app.info.backend_pid)
