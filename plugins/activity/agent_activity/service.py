@@ -17,7 +17,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from agent_core.errors import HTTPError
+from agent_core.errors import HTTPError, StartupError
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
 from .sampler import UNKNOWN, Metrics, Sampler
@@ -32,6 +32,10 @@ _instances_lock = threading.Lock()
 def attach(agent: Any) -> Activity:
     with _instances_lock:
         instance = _instances.get(id(agent))
+        if instance is not None and instance.agent is not agent:
+            # Left by an agent whose shutdown hook never ran (same id reused).
+            instance.stop()
+            instance = None
         if instance is None:
             instance = _instances[id(agent)] = Activity(agent)
     return instance
@@ -89,6 +93,12 @@ class Activity:
         self.limit: int = settings["limit"]
         self.show_idle: bool = settings["show_idle"]
         self.kill_wait: float = settings["kill_wait"]
+        timeout = agent.config.postgresql["statement_timeout"]
+        if self.kill_wait >= timeout:
+            raise StartupError(
+                f"activity.kill_wait ({self.kill_wait:g} s) must be less than"
+                f" postgresql.statement_timeout ({timeout} s), which would cancel the wait"
+            )
         self.sampler = Sampler(settings["sample_interval"], self._all_pids)
 
     def start(self) -> None:

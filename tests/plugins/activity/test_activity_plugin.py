@@ -15,6 +15,7 @@ from agent_activity.settings import OPTIONS
 
 from agent_core.agent import Agent
 from agent_core.config import RawConfig, SectionSchema, agent_schema, postgresql_schema, validate
+from agent_core.errors import StartupError
 from agent_core.plugins import installed
 from agent_core.testing import KEY, Client, agent_config
 
@@ -92,6 +93,13 @@ def test_config_values_are_checked(pg_cluster, tmp_path):
     problems = "\n".join(caught.value.problems)
     for key in ("activity.limit", "activity.sample_interval", "activity.show_idle", "activity.colour: unknown key"):
         assert key in problems
+
+
+def test_kill_wait_must_be_shorter_than_the_statement_timeout(make_agent, plugin):
+    with pytest.raises(
+        StartupError, match=r"activity.kill_wait \(30 s\) must be less than postgresql.statement_timeout"
+    ):
+        make_agent(plugins={"activity": plugin}, config={"activity": {"kill_wait": 30}})
 
 
 def test_older_servers_are_refused():
