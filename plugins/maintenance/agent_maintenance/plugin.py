@@ -1,0 +1,59 @@
+"""The maintenance plugin's hooks: its config section, task types and routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_core.hookspecs import Option, Route, TaskType, hookimpl
+
+from . import routes, tasks
+
+
+@hookimpl
+def agent_add_config(schema: Any) -> None:
+    schema.add(
+        Option(
+            "lock_timeout",
+            float,
+            60.0,
+            "Seconds a maintenance statement waits for a lock before it fails (0: no limit).",
+            minimum=0,
+        )
+    )
+    schema.add(
+        Option(
+            "max_operations",
+            int,
+            2,
+            "Maintenance operations running at the same time (others wait for a slot); "
+            "the core's [agent] scheduler_workers bounds all operations.",
+            minimum=1,
+        )
+    )
+    schema.add(
+        Option(
+            "reindex_concurrently",
+            bool,
+            True,
+            "REINDEX ... CONCURRENTLY (writes go on during the rebuild) where PostgreSQL allows it.",
+        )
+    )
+    schema.add(
+        Option(
+            "max_notices",
+            int,
+            1000,
+            "Server notices and warnings kept per operation (the last ones).",
+            minimum=1,
+        )
+    )
+
+
+@hookimpl
+def agent_register_tasks(agent: Any) -> list[TaskType]:
+    return tasks.task_types(agent)
+
+
+@hookimpl
+def agent_register_routes(agent: Any) -> list[Route]:
+    return routes.routes()

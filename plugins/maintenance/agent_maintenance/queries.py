@@ -1,0 +1,323 @@
+"""The SQL of the maintenance plugin, and the functions that run it.
+
+Every name coming from a URL reaches SQL as a bound value (``%(name)s``) or
+through :class:`psycopg2.sql.Identifier`; objects are then handled by OID.
+
+Reads take a fixed number of statements per request, whatever the number of
+tables: :data:`RELATIONS` computes sizes, counts and bloat estimates of every
+table of a database, a schema or one table in one statement (with the
+indexes of each table as a JSON array when details are asked for).
+
+Bloat estimates follow the statistics-based method popularised by the
+"ioguix" queries (pgsql-bloat-estimation), in their current form (index
+tuple header of 8 bytes). They are written here from the on-disk layout
+PostgreSQL documents:
+
+* heap tuple: 4-byte line pointer + header of 23 bytes (+ null bitmap of
+  ``(relnatts + 7) / 8`` bytes when a column has nulls) aligned on MAXALIGN +
+  the average data width (sum over columns of ``(1 - null_frac) *
+  avg_width``) aligned on MAXALIGN; a page holds ``(block_size - 24) *
+  fillfactor / 100`` bytes of tuples; TOAST rows are counted 4 per page.
+* btree tuple: 4-byte line pointer + IndexTupleData of 8 bytes (+ 4 bytes of
+  null bitmap when a column has nulls) aligned + average data width aligned;
+  a page holds ``(block_size - 24 - 16) * fillfactor / 100`` bytes (16: btree
+  special space), default fillfactor 90, plus one metapage.
+
+The bloat is the real size (``relpages``) minus the estimated size, never
+below 0. It is NULL where no honest estimate exists: never analysed
+(``reltuples < 0``), a column without statistics (not analysed yet, or not
+readable by the agent's role in ``pg_stats``), a column of type ``name``,
+an index that is not btree, invalid, or not yet sized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2.extras
+from psycopg2 import sql
+
+# Operating systems' MAXALIGN: 8 on 64-bit builds (and mingw), 4 elsewhere.
+_MAXALIGN = (
+    "CASE WHEN pg_catalog.version() ~ '64-bit|x86_64|aarch64|arm64|ppc64|s390x|amd64|ia64|mingw32' THEN 8 ELSE 4 END"
+)
+
+#: Per-column statistics as (relid, attnum): from ``pg_statistic`` when the
+#: role may read it (fast), else from ``pg_stats`` (only the columns the role
+#: may select), turned back into OIDs through schema, table and column names.
+_STATS = """
+  stats AS (
+    SELECT s.starelid AS relid, s.staattnum AS attnum,
+           s.stanullfrac::float8 AS null_frac, s.stawidth AS avg_width
+    FROM pg_catalog.pg_statistic s
+    WHERE NOT s.stainherit AND pg_catalog.has_table_privilege('pg_catalog.pg_statistic', 'SELECT')
+    UNION ALL
+    SELECT c.oid, a.attnum, s.null_frac::float8, s.avg_width
+    FROM pg_catalog.pg_stats s
+    JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+    JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname
+    WHERE NOT s.inherited AND NOT pg_catalog.has_table_privilege('pg_catalog.pg_statistic', 'SELECT')
+  )"""
+
+#: One row per table (relkind r, p, m) of the database, of one schema
+#: (``schema_oid``) or one table (``table_oid``). A partitioned table's
+#: figures are the sums over its leaf partitions. With ``details``, each row
+#: also carries its ``indexes`` (JSON array) and its usage counters.
+RELATIONS = f"""
+WITH
+  consts AS (
+    SELECT pg_catalog.current_setting('block_size')::numeric AS bs, {_MAXALIGN} AS ma
+  ),
+  listed AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.reloptions
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
+      AND (%(schema_oid)s::oid IS NULL OR c.relnamespace = %(schema_oid)s::oid)
+      AND (%(table_oid)s::oid IS NULL OR c.oid = %(table_oid)s::oid)
+  ),
+  -- the relations with storage each listed table is made of
+  parts AS (
+    SELECT l.oid AS tableid, l.oid AS relid FROM listed l WHERE l.relkind <> 'p'
+    UNION ALL
+    SELECT l.oid, t.relid
+    FROM listed l
+    CROSS JOIN LATERAL pg_catalog.pg_partition_tree(l.oid) t
+    JOIN pg_catalog.pg_class pc ON pc.oid = t.relid
+    WHERE l.relkind = 'p' AND pc.relkind IN ('r', 'm')
+  ),
+  rels AS (SELECT DISTINCT relid FROM parts),
+  {_STATS},
+  cols AS (
+    SELECT a.attrelid AS relid, count(*) AS ncols, count(s.attnum) AS nstats,
+           bool_or(a.atttypid = 'pg_catalog.name'::pg_catalog.regtype) AS has_name,
+           coalesce(bool_or(s.null_frac > 0), false) AS has_nulls,
+           coalesce(sum((1 - s.null_frac) * s.avg_width), 0) AS datawidth
+    FROM rels r
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN stats s ON s.relid = a.attrelid AND s.attnum = a.attnum
+    GROUP BY a.attrelid
+  ),
+  heap AS (
+    SELECT c.oid AS relid, c.relpages, c.reltuples::float8 AS reltuples,
+           coalesce(t.relpages, 0) AS toastpages, greatest(coalesce(t.reltuples, 0), 0)::float8 AS toasttuples,
+           pg_catalog.pg_table_size(c.oid) AS table_size,
+           pg_catalog.pg_indexes_size(c.oid) AS indexes_size,
+           CASE WHEN c.reltoastrelid <> 0 THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) ELSE 0 END
+             AS toast_size,
+           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(c.reloptions) o
+                     WHERE o.option_name = 'fillfactor'), 100) AS ff,
+           4 + ceil((23 + CASE WHEN w.has_nulls THEN (c.relnatts + 7) / 8 ELSE 0 END)::numeric / k.ma) * k.ma
+             + ceil(coalesce(w.datawidth, 0)::numeric / k.ma) * k.ma AS tuple,
+           coalesce(w.ncols, 0) AS ncols, coalesce(w.nstats, 0) AS nstats, coalesce(w.has_name, false) AS has_name,
+           k.bs
+    FROM rels r
+    CROSS JOIN consts k
+    JOIN pg_catalog.pg_class c ON c.oid = r.relid
+    LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
+    LEFT JOIN cols w ON w.relid = c.oid
+  ),
+  heap_est AS (
+    SELECT h.*,
+           CASE WHEN h.reltuples < 0 OR h.has_name OR (h.reltuples > 0 AND h.nstats < h.ncols) THEN NULL
+           ELSE greatest(
+                  h.relpages + h.toastpages
+                  - ceil(h.reltuples * h.tuple / ((h.bs - 24) * h.ff / 100))
+                  - ceil(h.toasttuples / 4),
+                  0) * h.bs
+           END AS bloat
+    FROM heap h
+    WHERE h.table_size IS NOT NULL
+  ),
+  idx AS (
+    SELECT i.indexrelid AS idxid, i.indrelid AS relid, i.indnatts, i.indkey, i.indisvalid,
+           ci.relpages, ci.reltuples::float8 AS reltuples, am.amname,
+           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ci.reloptions) o
+                     WHERE o.option_name = 'fillfactor'), 90) AS ff
+    FROM rels r
+    JOIN pg_catalog.pg_index i ON i.indrelid = r.relid
+    JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+    JOIN pg_catalog.pg_am am ON am.oid = ci.relam
+  ),
+  -- where the statistics of each btree index column are: the table's column,
+  -- or the index's own for an expression
+  idxcols AS (
+    SELECT x.idxid,
+           CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.relid ELSE x.idxid END AS srelid,
+           CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.indkey[k.k - 1] ELSE k.k END AS sattnum
+    FROM idx x
+    CROSS JOIN LATERAL pg_catalog.generate_series(1, x.indnatts) AS k(k)
+    WHERE x.amname = 'btree'
+  ),
+  idxw AS (
+    SELECT ic.idxid, count(*) AS ncols, count(s.attnum) AS nstats,
+           coalesce(bool_or(a.atttypid = 'pg_catalog.name'::pg_catalog.regtype), false) AS has_name,
+           coalesce(bool_or(s.null_frac > 0), false) AS has_nulls,
+           coalesce(sum((1 - s.null_frac) * s.avg_width), 0) AS datawidth
+    FROM idxcols ic
+    LEFT JOIN stats s ON s.relid = ic.srelid AND s.attnum = ic.sattnum
+    LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = ic.srelid AND a.attnum = ic.sattnum
+    GROUP BY ic.idxid
+  ),
+  ileaf AS (
+    SELECT x.idxid, x.relid, pg_catalog.pg_total_relation_size(x.idxid) AS bytes,
+           CASE WHEN x.amname = 'btree' AND x.indisvalid AND x.reltuples >= 0 AND x.relpages > 0
+                     AND NOT w.has_name AND (w.nstats = w.ncols OR x.reltuples = 0)
+           THEN greatest(
+                  x.relpages - 1
+                  - ceil(x.reltuples / nullif(floor((k.bs - 24 - 16) * x.ff / 100 / (
+                      4 + ceil((CASE WHEN w.has_nulls THEN 12 ELSE 8 END)::numeric / k.ma) * k.ma
+                      + ceil(w.datawidth::numeric / k.ma) * k.ma)), 0)),
+                  0) * k.bs
+           END AS bloat
+    FROM idx x
+    CROSS JOIN consts k
+    LEFT JOIN idxw w ON w.idxid = x.idxid
+  ),
+  tsum AS (
+    SELECT p.tableid,
+           sum(h.table_size - h.toast_size) AS table_bytes, sum(h.toast_size) AS toast_bytes,
+           sum(h.indexes_size) AS index_bytes, sum(h.bloat) AS bloat_bytes,
+           sum(h.reltuples) FILTER (WHERE h.reltuples >= 0) AS row_estimate
+    FROM parts p JOIN heap_est h ON h.relid = p.relid
+    GROUP BY p.tableid
+  ),
+  isum AS (
+    SELECT p.tableid, sum(lf.bloat) AS index_bloat_bytes
+    FROM parts p JOIN ileaf lf ON lf.relid = p.relid
+    GROUP BY p.tableid
+  ),
+  ilisted AS (
+    SELECT i.indrelid AS tableid, i.indexrelid AS idxid, ci.relname, ci.relkind, am.amname, i.indisunique,
+           i.indisprimary, i.indisvalid, i.indnatts, sp.spcname
+    FROM listed l
+    JOIN pg_catalog.pg_index i ON i.indrelid = l.oid
+    JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+    JOIN pg_catalog.pg_am am ON am.oid = ci.relam
+    LEFT JOIN pg_catalog.pg_tablespace sp ON sp.oid = ci.reltablespace
+    WHERE %(details)s
+  ),
+  -- the indexes with storage each listed index is made of
+  imembers AS (
+    SELECT il.idxid, il.idxid AS leaf FROM ilisted il WHERE il.relkind <> 'I'
+    UNION ALL
+    SELECT il.idxid, t.relid
+    FROM ilisted il CROSS JOIN LATERAL pg_catalog.pg_partition_tree(il.idxid) t
+    WHERE il.relkind = 'I' AND t.isleaf
+  ),
+  ifig AS (
+    SELECT m.idxid, sum(lf.bytes) AS bytes, sum(lf.bloat) AS bloat,
+           sum(pg_catalog.pg_stat_get_numscans(m.leaf)) AS scans,
+           sum(pg_catalog.pg_stat_get_tuples_returned(m.leaf)) AS tup_read,
+           sum(pg_catalog.pg_stat_get_tuples_fetched(m.leaf)) AS tup_fetch
+    FROM imembers m LEFT JOIN ileaf lf ON lf.idxid = m.leaf
+    GROUP BY m.idxid
+  ),
+  tstat AS (
+    SELECT p.tableid,
+           sum(s.seq_scan) AS seq_scan, sum(s.seq_tup_read) AS seq_tup_read,
+           sum(s.idx_scan) AS idx_scan, sum(s.idx_tup_fetch) AS idx_tup_fetch,
+           sum(s.n_tup_ins) AS n_tup_ins, sum(s.n_tup_upd) AS n_tup_upd, sum(s.n_tup_del) AS n_tup_del,
+           sum(s.n_tup_hot_upd) AS n_tup_hot_upd, sum(s.n_live_tup) AS n_live_tup,
+           sum(s.n_dead_tup) AS n_dead_tup, sum(s.n_mod_since_analyze) AS n_mod_since_analyze,
+           CASE WHEN bool_and(s.last_vacuum IS NOT NULL) THEN min(s.last_vacuum) END AS last_vacuum,
+           CASE WHEN bool_and(s.last_autovacuum IS NOT NULL) THEN min(s.last_autovacuum) END AS last_autovacuum,
+           CASE WHEN bool_and(s.last_analyze IS NOT NULL) THEN min(s.last_analyze) END AS last_analyze,
+           CASE WHEN bool_and(s.last_autoanalyze IS NOT NULL) THEN min(s.last_autoanalyze) END AS last_autoanalyze,
+           sum(s.vacuum_count) AS vacuum_count, sum(s.autovacuum_count) AS autovacuum_count,
+           sum(s.analyze_count) AS analyze_count, sum(s.autoanalyze_count) AS autoanalyze_count
+    FROM parts p JOIN pg_catalog.pg_stat_all_tables s ON s.relid = p.relid
+    WHERE %(details)s
+    GROUP BY p.tableid
+  )
+SELECT l.oid AS relid, l.nspname AS schemaname, l.relname, l.relkind,
+       CASE WHEN l.relkind <> 'p' THEN
+         coalesce((SELECT o.option_value::int FROM pg_catalog.pg_options_to_table(l.reloptions) o
+                   WHERE o.option_name = 'fillfactor'), 100)
+       END AS fillfactor,
+       (SELECT count(*) FROM pg_catalog.pg_inherits h WHERE h.inhparent = l.oid) AS n_partitions,
+       coalesce(ts.table_bytes, 0)::bigint AS table_bytes,
+       coalesce(ts.toast_bytes, 0)::bigint AS toast_bytes,
+       coalesce(ts.index_bytes, 0)::bigint AS index_bytes,
+       ts.bloat_bytes::bigint AS bloat_bytes,
+       isum.index_bloat_bytes::bigint AS index_bloat_bytes,
+       ts.row_estimate,
+       (SELECT count(*) FROM pg_catalog.pg_index i WHERE i.indrelid = l.oid) AS n_indexes,
+       ts.tableid IS NULL AND l.relkind <> 'p' AS vanished,
+       CASE WHEN %(details)s THEN (
+         SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+                  'name', il.relname, 'indexrelname', il.relname, 'tablename', l.relname,
+                  'schemaname', l.nspname, 'def', pg_catalog.pg_get_indexdef(il.idxid), 'type', il.amname,
+                  'indisunique', il.indisunique, 'indisprimary', il.indisprimary, 'indisvalid', il.indisvalid,
+                  'number_of_columns', il.indnatts, 'tablespace', il.spcname,
+                  'total_bytes', coalesce(f.bytes, 0)::bigint, 'bloat_bytes', f.bloat::bigint,
+                  'scans', f.scans, 'idx_tup_read', f.tup_read, 'idx_tup_fetch', f.tup_fetch)
+                ORDER BY il.relname), '[]')
+         FROM ilisted il LEFT JOIN ifig f ON f.idxid = il.idxid
+         WHERE il.tableid = l.oid)
+       END AS indexes,
+       st.seq_scan, st.seq_tup_read, st.idx_scan, st.idx_tup_fetch, st.n_tup_ins, st.n_tup_upd, st.n_tup_del,
+       st.n_tup_hot_upd, st.n_live_tup, st.n_dead_tup, st.n_mod_since_analyze, st.last_vacuum, st.last_autovacuum,
+       st.last_analyze, st.last_autoanalyze, st.vacuum_count, st.autovacuum_count, st.analyze_count,
+       st.autoanalyze_count
+FROM listed l
+LEFT JOIN tsum ts ON ts.tableid = l.oid
+LEFT JOIN isum ON isum.tableid = l.oid
+LEFT JOIN tstat st ON st.tableid = l.oid
+"""
+
+#: Schemas shown (temporary and TOAST schemas are left out) and the database size.
+SCHEMAS = """
+SELECT n.oid, n.nspname
+FROM pg_catalog.pg_namespace n
+WHERE n.nspname <> 'pg_toast' AND n.nspname !~ '^pg_(toast_)?temp_'
+"""
+
+DATABASE_SIZE = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes"
+
+#: Databases shown by the instance view: connectable, not templates, allowed to the role.
+DATABASES = """
+SELECT d.datname, pg_catalog.pg_database_size(d.oid) AS bytes
+FROM pg_catalog.pg_database d
+WHERE d.datallowconn AND NOT d.datistemplate AND pg_catalog.has_database_privilege(d.oid, 'CONNECT')
+ORDER BY d.datname
+"""
+
+DATABASE = """
+SELECT d.datname, d.datallowconn, pg_catalog.has_database_privilege(d.oid, 'CONNECT') AS can_connect
+FROM pg_catalog.pg_database d WHERE d.datname = %(dbname)s
+"""
+
+#: A schema and, optionally, a table (r, p, m) or an index of it, by name.
+LOOKUP = """
+SELECT n.oid AS schema_oid,
+       (SELECT c.oid FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = n.oid AND c.relname = %(table)s AND c.relkind IN ('r', 'p', 'm')
+          AND c.relpersistence <> 't') AS table_oid,
+       (SELECT c.oid FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = n.oid AND c.relname = %(index)s AND c.relkind IN ('i', 'I')
+          AND c.relpersistence <> 't') AS index_oid
+FROM pg_catalog.pg_namespace n
+WHERE n.nspname = %(schema)s AND n.nspname <> 'pg_toast' AND n.nspname !~ '^pg_(toast_)?temp_'
+"""
+
+
+def fetch(conn: Any, query: Any, params: Any = None) -> list[dict[str, Any]]:
+    """Run one statement; rows as dicts."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(query, params)
+        return [dict(r) for r in cur.fetchall()] if cur.description else []
+
+
+def relations(conn: Any, schema_oid: int | None = None, table_oid: int | None = None, details: bool = False) -> list:
+    return fetch(conn, RELATIONS, {"schema_oid": schema_oid, "table_oid": table_oid, "details": details})
+
+
+def lookup(conn: Any, schema: str, table: str | None = None, index: str | None = None) -> dict[str, Any] | None:
+    rows = fetch(conn, LOOKUP, {"schema": schema, "table": table, "index": index})
+    return rows[0] if rows else None
+
+
+def identifier(*names: str) -> sql.Identifier:
+    return sql.Identifier(*names)

@@ -1,0 +1,315 @@
+"""The HTTP routes of the maintenance plugin (``/maintenance/...``).
+
+Every route accepts a session (``X-Session``) or the agent key (``?key=`` or
+a key header), as the reference API lists the key for each of them.
+
+Names in paths (database, schema, table, index) are case-sensitive and may
+hold any character once percent-encoded, an encoded slash (``%2F``)
+included: each name is read back from the raw request target
+(``REQUEST_URI``) and decoded exactly once as UTF-8, so ``a%2Fb`` names
+``a/b`` and ``a%252Fb`` names ``a%2Fb``. Names reach SQL only as bound values
+or :class:`psycopg2.sql.Identifier`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
+from agent_core.hookspecs import Route
+from agent_core.http import Request
+from agent_core.scheduler import Operation
+
+from . import queries, reports, tasks
+from .sizes import pretty
+
+_WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+# -- names, databases, targets --------------------------------------------------
+
+
+def exact_names(request: Request, pattern: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The path's wildcards decoded from the raw request target, so that an
+    encoded slash is part of a name instead of a separator."""
+    raw = request.raw.environ.get("REQUEST_URI")
+    if not raw:
+        return params
+    path = raw.split("?", 1)[0]
+    if not path.startswith("/"):  # absolute-form target: http://host/path
+        path = urlsplit(path).path
+    segments = path.split("/")
+    pieces = pattern.split("/")
+    if len(segments) != len(pieces):
+        return params
+    out = dict(params)
+    for piece, segment in zip(pieces, segments):
+        match = _WILDCARD.match(piece)
+        if match:
+            try:
+                out[match.group(1)] = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+            except (UnicodeError, ValueError):
+                raise HTTPError(400, "The request path is not valid percent-encoded UTF-8.") from None
+    return out
+
+
+@contextlib.contextmanager
+def database(request: Request, dbname: str) -> Iterator[Any]:
+    """A pooled connection to ``dbname``; 404 when it does not exist (403 when
+    the role may not connect, 409 when it accepts no connection)."""
+    agent = request.agent
+    try:
+        with agent.postgres.connect(dbname) as conn:
+            yield conn
+    except PostgresUnavailable:
+        rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
+        if not rows:
+            raise NotFound(f"Database '{dbname}' not found.") from None
+        if not rows[0]["datallowconn"]:
+            raise HTTPError(409, f"Database '{dbname}' does not allow connections.") from None
+        if not rows[0]["can_connect"]:
+            raise HTTPError(403, f"The agent's role may not connect to database '{dbname}'.") from None
+        raise
+
+
+def _lookup(conn: Any, dbname: str, schema: str, table: str | None = None, index: str | None = None) -> dict:
+    found = queries.lookup(conn, schema, table, index)
+    if found is None:
+        raise NotFound(f"Schema '{schema}' not found in database '{dbname}'.")
+    if table is not None and found["table_oid"] is None:
+        raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
+    if index is not None and found["index_oid"] is None:
+        raise NotFound(f"Index '{index}' not found in schema '{schema}' of database '{dbname}'.")
+    return found
+
+
+def check_target(
+    request: Request, dbname: str, schema: str | None = None, table: str | None = None, index: str | None = None
+) -> None:
+    """404 unless the database (and the schema, table or index) exists."""
+    with database(request, dbname) as conn:
+        if schema is not None:
+            _lookup(conn, dbname, schema, table, index)
+
+
+# -- reads ------------------------------------------------------------------------
+
+
+def get_instance(request: Request) -> dict[str, Any]:
+    """GET /maintenance: the instance's total size and one entry per database
+    (connectable, not a template): sizes of tables, indexes and TOAST, counts,
+    bloat estimates.
+
+    200; 401 bad session or key; 406 malformed session; 503 PostgreSQL down.
+    """
+    agent = request.agent
+    entries = []
+    for db in agent.postgres.query(queries.DATABASES):
+        try:
+            with database(request, db["datname"]) as conn:
+                rows = queries.relations(conn)
+        except NotFound:  # dropped meanwhile
+            continue
+        entries.append(reports.database_entry(db["datname"], rows, int(db["bytes"])))
+    total = sum(e["total_bytes"] for e in entries)
+    return {"databases": entries, "instance": {"total_bytes": total, "total_size": pretty(total)}}
+
+
+def get_database(request: Request, dbname: str) -> dict[str, Any]:
+    """GET /maintenance/<dbname>: one entry per schema (temporary and TOAST
+    schemas left out) and the database's size.
+
+    200; 401; 403 the role may not connect; 404 unknown database; 406;
+    409 database not accepting connections; 503.
+    """
+    with database(request, dbname) as conn:
+        schemas = [r["nspname"] for r in queries.fetch(conn, queries.SCHEMAS)]
+        rows = queries.relations(conn)
+        size = queries.fetch(conn, queries.DATABASE_SIZE)[0]["bytes"]
+    return reports.database_report(dbname, schemas, rows, int(size))
+
+
+def get_schema(request: Request, dbname: str, schema: str) -> dict[str, Any]:
+    """GET /maintenance/<dbname>/schema/<schema>: its tables and indexes with
+    sizes, bloat estimates and usage, and its size.
+
+    200; 401; 403; 404 unknown database or schema; 406; 409; 503.
+    """
+    with database(request, dbname) as conn:
+        found = _lookup(conn, dbname, schema)
+        rows = queries.relations(conn, schema_oid=found["schema_oid"], details=True)
+    return reports.schema_report(schema, rows)
+
+
+def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[str, Any]:
+    """GET /maintenance/<dbname>/schema/<schema>/table/<table>: sizes, bloat,
+    fillfactor, row estimate, usage counters and timestamps of
+    ``pg_stat_all_tables``, and the table's indexes.
+
+    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503.
+    """
+    with database(request, dbname) as conn:
+        found = _lookup(conn, dbname, schema, table)
+        rows = queries.relations(conn, table_oid=found["table_oid"], details=True)
+    if not rows:  # dropped between the two statements
+        raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
+    return reports.table_details(rows[0])
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def _body(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "Request body must be a JSON object.")
+    return body
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC) or None/empty for now; ValueError otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _DATETIME.match(value):
+        raise ValueError(value)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def _submit(request: Request, verb: str, dbname: str, schema=None, table=None, index=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    body = _body(request)
+    try:
+        mode = tasks.parse_mode(verb, body.get("mode"))
+    except ValueError:
+        raise MalformedParameter("mode") from None
+    try:
+        when = parse_datetime(body.get("datetime"))
+    except ValueError:
+        raise MalformedParameter("datetime") from None
+    check_target(request, dbname, schema, table, index)
+    op_id = request.agent.scheduler.submit(
+        f"maintenance.{verb}",
+        {"mode": mode},
+        run_at=when,
+        dbname=dbname,
+        schema=schema,
+        table=table,
+        index=index,
+        requested_by=request.requester,
+    )
+    return {"id": op_id}
+
+
+def _poster(verb: str, level: str) -> Callable[..., dict[str, str]]:
+    what = {"vacuum": "VACUUM", "analyze": "ANALYZE", "reindex": "REINDEX"}[verb]
+    body = '{"datetime": "YYYY-MM-DDTHH:MM:SSZ"' + (', "mode": "full,freeze,analyze"}' if verb == "vacuum" else "}")
+    doc = (
+        f'POST {level}/{verb} {body}: schedule a {what} (now when datetime is absent or past) -> {{"id": ...}}.\n\n'
+        f"    200; 400 body not a JSON object; 401; 403; 404 unknown database, schema, table or index;\n"
+        f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large; 503.\n"
+    )
+
+    def view(request: Request, dbname: str, schema: str | None = None, table: str | None = None, index=None):  # type: ignore[no-untyped-def]
+        return _submit(request, verb, dbname, schema, table, index)
+
+    view.__name__ = f"post_{verb}"
+    view.__doc__ = doc
+    return view
+
+
+def entries(request: Request, ops: list[Operation]) -> list[dict[str, Any]]:
+    """Listing entries: the reference's fields, then created/started/finished
+    times, requester, error, notices, result and, while running, progress."""
+    running = tasks.progress(request.agent, ops)
+    out = []
+    for op in ops:
+        entry = op.to_dict()
+        entry["mode"] = op.params.get("mode")
+        entry["progress"] = running.get(op.id)
+        out.append(entry)
+    return out
+
+
+def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
+    doc = (
+        f"GET {level}/{verb}/scheduled: the {verb} operations"
+        + (f" filtered by exactly {', '.join(filters)}" if filters else "")
+        + " (a JSON array; finished ones stay listed for the retention period).\n\n"
+        "    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503.\n"
+    )
+
+    def view(request: Request, dbname=None, schema=None, table=None, index=None):  # type: ignore[no-untyped-def]
+        if dbname is not None:
+            check_target(request, dbname, schema, table if "table" in filters else None)
+        wanted = {"dbname": dbname, "schema": schema, "table": table}
+        ops = request.agent.scheduler.list(task=f"maintenance.{verb}", **{f: wanted[f] for f in filters})
+        return entries(request, ops)
+
+    view.__name__ = f"list_{verb}"
+    view.__doc__ = doc
+    return view
+
+
+def _deleter(verb: str) -> Callable[..., dict[str, str]]:
+    def view(request: Request, op_id: str) -> dict[str, str]:
+        request.agent.scheduler.cancel(op_id, task=f"maintenance.{verb}")
+        return {"response": "ok"}
+
+    view.__name__ = f"cancel_{verb}"
+    view.__doc__ = (
+        f"DELETE /maintenance/{verb}/<id>: cancel a {verb} operation; a running one through\n"
+        '    pg_cancel_backend of its own backend. -> {"response": "ok"}.\n\n'
+        f"    200; 401; 404 unknown id or not a {verb}; 406; 409 already finished; 503.\n"
+    )
+    return view
+
+
+# -- the route table ----------------------------------------------------------------
+
+
+def route(method: str, pattern: str, view: Callable[..., Any]) -> Route:
+    """A route whose names are decoded exactly (see :func:`exact_names`)."""
+
+    @functools.wraps(view)
+    def named(request: Request, **params: Any) -> Any:
+        return view(request, **exact_names(request, pattern, params))
+
+    return Route(method, pattern, named, key=True)
+
+
+DB = "/maintenance/<dbname>"
+SCHEMA = DB + "/schema/<schema>"
+TABLE = SCHEMA + "/table/<table>"
+INDEX = SCHEMA + "/index/<index>"
+
+
+def routes() -> list[Route]:
+    out = [
+        route("GET", "/maintenance", get_instance),
+        route("GET", DB, get_database),
+        route("GET", SCHEMA, get_schema),
+        route("GET", TABLE, get_table),
+    ]
+    for verb in tasks.VERBS:
+        out += [
+            route("POST", f"{DB}/{verb}", _poster(verb, DB)),
+            route("POST", f"{TABLE}/{verb}", _poster(verb, TABLE)),
+            route("GET", f"/maintenance/{verb}/scheduled", _lister(verb, "/maintenance", ())),
+            route("GET", f"{DB}/{verb}/scheduled", _lister(verb, DB, ("dbname",))),
+            route("GET", f"{TABLE}/{verb}/scheduled", _lister(verb, TABLE, ("dbname", "schema", "table"))),
+            route("DELETE", f"/maintenance/{verb}/<op_id>", _deleter(verb)),
+        ]
+    schema_reindex = _lister("reindex", SCHEMA, ("dbname", "schema"))
+    out += [
+        route("POST", f"{INDEX}/reindex", _poster("reindex", INDEX)),
+        route("GET", f"{SCHEMA}/reindex/scheduled", schema_reindex),
+        # the reference's alias of the schema listing: it does not filter on table (nor index)
+        route("GET", f"{SCHEMA}/<index>/table/<table>/reindex/scheduled", schema_reindex),
+    ]
+    return out

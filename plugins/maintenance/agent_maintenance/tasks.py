@@ -1,0 +1,422 @@
+"""VACUUM, ANALYZE and REINDEX as core scheduler operations: run, cancel, abort.
+
+Each operation runs on a dedicated autocommit connection to its database,
+with ``application_name`` naming it (``pgwarden maintenance <id>``) and the
+configured ``lock_timeout``. Server notices and warnings (VACUUM's
+"skipping ... only table or database owner can vacuum it") are kept with the
+operation. Its backend pid is stored in the operation's ``info`` so that
+listings show its progress and a cancel signals exactly that backend.
+
+Cancel: ``pg_cancel_backend`` of the operation's own backend, after checking
+pid and ``application_name``, repeated while the statement runs until the
+worker has ended (a signal that lands between two statements is ignored by
+PostgreSQL, so one signal is not enough).
+
+REINDEX ... CONCURRENTLY leaves an invalid ``<index>_ccnew`` (or ``_ccold``)
+index behind when it fails or is canceled: the operation remembers which
+indexes were invalid before it started and drops the new invalid ones, at
+the end of a failed run or, after a crash, in ``abort`` at the next start.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+from psycopg2 import sql
+
+from agent_core.hookspecs import TaskType
+
+from .queries import fetch
+
+if TYPE_CHECKING:
+    from agent_core.agent import Agent
+    from agent_core.scheduler import Operation, TaskContext
+
+log = logging.getLogger("pgwarden.maintenance")
+
+VERBS = ("vacuum", "analyze", "reindex")
+VACUUM_MODES = ("full", "freeze", "analyze")
+#: Seconds a cancel keeps signalling the backend while the statement runs.
+CANCEL_WAIT = 10.0
+#: Seconds ``abort`` waits for a backend left running by a crashed agent.
+ABORT_WAIT = 10.0
+#: PostgreSQL's FirstNormalObjectId: objects below were made by initdb
+#: (system catalogs cannot be reindexed concurrently).
+FIRST_NORMAL_OID = 16384
+
+_slots: weakref.WeakKeyDictionary[Any, threading.BoundedSemaphore] = weakref.WeakKeyDictionary()
+
+
+class OperationError(Exception):
+    """The operation cannot run or failed: the message is kept as its error."""
+
+
+def application_name(op_id: str) -> str:
+    return f"pgwarden maintenance {op_id}"
+
+
+def parse_mode(verb: str, value: Any) -> str | None:
+    """The canonical mode (``full,analyze``) or None; ValueError when malformed.
+
+    VACUUM takes a comma-separated combination of full, freeze and analyze;
+    ANALYZE and REINDEX take none.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or verb != "vacuum":
+        raise ValueError(value)
+    words = [w.strip() for w in value.split(",")]
+    if any(w not in VACUUM_MODES for w in words) or len(set(words)) != len(words):
+        raise ValueError(value)
+    return ",".join(words)
+
+
+def task_types(agent: Agent) -> list[TaskType]:
+    """The three task types; sets up the slots bounding concurrent operations."""
+    _slots[agent] = threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"])
+    descriptions = {
+        "vacuum": "VACUUM a database or a table (modes: full, freeze, analyze)",
+        "analyze": "ANALYZE a database or a table",
+        "reindex": "REINDEX a database, a table or an index",
+    }
+    return [TaskType(f"maintenance.{verb}", run, cancel, abort, description=descriptions[verb]) for verb in VERBS]
+
+
+# -- the statement -------------------------------------------------------------
+
+_TARGET = """
+SELECT c.oid, c.relkind, i.indrelid, coalesce(i.indisexclusion, false) AS exclusion
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind = ANY(%(kinds)s)
+"""
+
+#: Invalid indexes of a table, its partitions and their TOAST tables (of the
+#: whole database when ``relid`` is NULL).
+_INVALID = """
+WITH scope AS (
+  SELECT r.oid, r.reltoastrelid FROM pg_catalog.pg_class r
+  WHERE r.oid = %(relid)s::oid
+     OR r.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(%(relid)s::oid) t)
+)
+SELECT i.indexrelid AS oid, n.nspname, c.relname
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid
+  AND (%(relid)s::oid IS NULL
+       OR i.indrelid IN (SELECT s.oid FROM scope s UNION ALL SELECT s.reltoastrelid FROM scope s))
+"""
+
+_LEFTOVER_SUFFIX = ("_ccnew", "_ccold")
+
+
+def _target(conn: Any, op: Operation) -> dict[str, Any] | None:
+    """The table or index of the operation as it is now (None: database-wide)."""
+    if op.index is not None:
+        name, kinds, what = op.index, ["i", "I"], "index"
+    elif op.table is not None:
+        name, kinds, what = op.table, ["r", "p", "m"], "table"
+    else:
+        return None
+    rows = fetch(conn, _TARGET, {"schema": op.schema, "name": name, "kinds": kinds})
+    if not rows:
+        raise OperationError(f"{what} {op.schema}.{name} does not exist any more in database {op.dbname}")
+    return rows[0]
+
+
+def statement(op: Operation, target: dict[str, Any] | None, concurrently: bool) -> sql.Composable:
+    verb = op.task.split(".", 1)[1]
+    if verb == "vacuum":
+        mode = parse_mode("vacuum", op.params.get("mode"))
+        words = [sql.SQL(w.upper()) for w in mode.split(",")] if mode else []
+        head: sql.Composable = sql.SQL("VACUUM")
+        if words:
+            head = sql.SQL("VACUUM ({})").format(sql.SQL(", ").join(words))
+        if target is None:
+            return head
+        return sql.SQL("{} {}").format(head, sql.Identifier(op.schema, op.table))
+    if verb == "analyze":
+        if target is None:
+            return sql.SQL("ANALYZE")
+        return sql.SQL("ANALYZE {}").format(sql.Identifier(op.schema, op.table))
+    word = sql.SQL(" CONCURRENTLY") if concurrently else sql.SQL("")
+    if target is None:
+        return sql.SQL("REINDEX DATABASE{} {}").format(word, sql.Identifier(op.dbname))
+    if op.index is not None:
+        return sql.SQL("REINDEX INDEX{} {}").format(word, sql.Identifier(op.schema, op.index))
+    return sql.SQL("REINDEX TABLE{} {}").format(word, sql.Identifier(op.schema, op.table))
+
+
+def _concurrently(agent: Agent, op: Operation, target: dict[str, Any] | None, server_version: int) -> bool:
+    """REINDEX CONCURRENTLY where configured and possible (not on system catalogs
+    nor on exclusion-constraint indexes, PostgreSQL 12 or later)."""
+    if not op.task.endswith(".reindex") or not agent.config.section("maintenance")["reindex_concurrently"]:
+        return False
+    if server_version < 120000:
+        return False
+    if target is not None and (target["oid"] < FIRST_NORMAL_OID or target["exclusion"]):
+        return False
+    return True
+
+
+def _set_lock_timeout(conn: Any, agent: Agent) -> None:
+    """``lock_timeout`` of the session from ``[maintenance] lock_timeout`` (seconds, 0: none)."""
+    milliseconds = int(agent.config.section("maintenance")["lock_timeout"] * 1000)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (f"{milliseconds}ms",))
+
+
+# -- run and cancel ------------------------------------------------------------
+
+
+class _Signals:
+    """Shared by ``run`` and ``cancel``: the backend to signal while the
+    operation's statement may be running, and whether ``run`` has ended."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.ended = threading.Event()
+
+
+def _signals(ctx: TaskContext) -> _Signals:
+    return ctx.state.setdefault("signals", _Signals())  # type: ignore[no-any-return]
+
+
+def _drain(conn: Any, ctx: TaskContext) -> None:
+    while conn.notices:
+        ctx.notice(conn.notices.popleft())
+
+
+def _error(e: psycopg2.Error) -> str:
+    diag = e.diag
+    text = diag.message_primary or str(e).strip() or type(e).__name__
+    if diag.message_detail:
+        text += f" ({diag.message_detail})"
+    return text
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    op = ctx.operation
+    agent = ctx.agent
+    assert agent is not None
+    signals = _signals(ctx)
+    slot = _slots.setdefault(agent, threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"]))
+    try:
+        while not slot.acquire(timeout=0.2):
+            if ctx.cancel_requested.is_set():
+                raise OperationError("canceled while waiting for a free maintenance slot")
+        try:
+            return _run(ctx, agent, op, signals)
+        finally:
+            slot.release()
+    finally:
+        signals.ended.set()
+
+
+def _run(ctx: TaskContext, agent: Agent, op: Operation, signals: _Signals) -> dict[str, Any]:
+    name = application_name(op.id)
+    conn = agent.postgres.dedicated(op.dbname, name)
+    try:
+        conn.notices = collections.deque(maxlen=agent.config.section("maintenance")["max_notices"])
+        pid = conn.info.backend_pid
+        try:
+            _set_lock_timeout(conn, agent)
+            target = _target(conn, op)
+            concurrently = _concurrently(agent, op, target, conn.server_version)
+            query = statement(op, target, concurrently)
+            info: dict[str, Any] = {"backend_pid": pid, "application_name": name}
+            scope = None
+            if concurrently:
+                scope = target["indrelid"] if target and target["indrelid"] else (target["oid"] if target else None)
+                before = [r["oid"] for r in fetch(conn, _INVALID, {"relid": scope})]
+                info.update(concurrently=True, scope_relid=scope, invalid_before=before)
+            ctx.update_info(**info)
+        except psycopg2.Error as e:
+            raise OperationError(_error(e)) from None
+        text = query.as_string(conn)
+        with signals.lock:
+            if ctx.cancel_requested.is_set():
+                raise OperationError("canceled before its statement started")
+            signals.pid = pid
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query)
+        except psycopg2.Error as e:
+            with signals.lock:
+                signals.pid = None
+            _drain(conn, ctx)
+            if concurrently:
+                _drop_leftovers(conn, scope, info["invalid_before"], ctx.notice)
+                _drain(conn, ctx)
+            raise OperationError(_error(e)) from None
+        with signals.lock:
+            signals.pid = None
+        _drain(conn, ctx)
+        return {"statement": text}
+    finally:
+        agent.postgres.release(conn)
+
+
+def _signal(agent: Agent, pid: int, name: str, only_active: bool = True) -> list[dict[str, Any]]:
+    """``pg_cancel_backend(pid)`` if that backend is still the operation's
+    (same ``application_name``) and, with ``only_active``, runs a statement."""
+    return agent.postgres.query(
+        "SELECT pid, state, pg_catalog.pg_cancel_backend(pid) AS signaled FROM pg_catalog.pg_stat_activity"
+        " WHERE pid = %(pid)s AND application_name = %(name)s AND (state = 'active' OR NOT %(only_active)s)",
+        {"pid": pid, "name": name, "only_active": only_active},
+    )
+
+
+def cancel(ctx: TaskContext) -> None:
+    """Signal the operation's backend until its statement stops (or ``run`` ends)."""
+    agent = ctx.agent
+    assert agent is not None
+    signals = _signals(ctx)
+    name = application_name(ctx.operation.id)
+    deadline = time.monotonic() + CANCEL_WAIT
+    while not signals.ended.is_set() and time.monotonic() < deadline:
+        with signals.lock:
+            if signals.pid is not None:
+                _signal(agent, signals.pid, name)
+        signals.ended.wait(0.1)
+
+
+# -- leftovers of a failed REINDEX CONCURRENTLY -----------------------------------
+
+
+def _drop_leftovers(conn: Any, scope: int | None, before: list[int], notice: Any) -> list[str]:
+    """Drop the invalid ``*_ccnew*``/``*_ccold*`` indexes that appeared in the
+    scope since the operation started; report each as a notice."""
+    dropped = []
+    try:
+        rows = fetch(conn, _INVALID, {"relid": scope})
+    except psycopg2.Error as e:
+        notice(f"pgwarden: could not look for invalid indexes left by REINDEX CONCURRENTLY: {_error(e)}")
+        return dropped
+    for row in rows:
+        base = row["relname"].rstrip("0123456789")
+        if row["oid"] in before or not base.endswith(_LEFTOVER_SUFFIX):
+            continue
+        ident = sql.Identifier(row["nspname"], row["relname"])
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+        except psycopg2.Error as e:
+            notice(f"pgwarden: could not drop invalid index {ident.as_string(conn)}: {_error(e)}")
+            continue
+        notice(f"pgwarden: dropped invalid index {ident.as_string(conn)} left by the interrupted REINDEX CONCURRENTLY")
+        dropped.append(row["relname"])
+    return dropped
+
+
+def abort(op: Operation, agent: Agent) -> None:
+    """At start-up, for an operation that was running when the agent stopped
+    abruptly: cancel its backend if it still runs, then drop what an
+    interrupted REINDEX CONCURRENTLY left."""
+    info = op.info or {}
+    name = application_name(op.id)
+    pid = info.get("backend_pid")
+    if pid:
+        deadline = time.monotonic() + ABORT_WAIT
+        while _signal(agent, pid, name):
+            log.warning("operation %s: canceled its backend %s, still running after the agent stopped", op.id, pid)
+            if time.monotonic() > deadline:
+                log.error("operation %s: backend %s does not stop; leaving it", op.id, pid)
+                return
+            time.sleep(0.2)
+    if info.get("concurrently"):
+        conn = agent.postgres.dedicated(op.dbname, name)
+        try:
+            _set_lock_timeout(conn, agent)
+            lines: list[str] = []
+            _drop_leftovers(conn, info.get("scope_relid"), list(info.get("invalid_before") or []), lines.append)
+            for line in lines:
+                log.warning("operation %s: %s", op.id, line)
+        finally:
+            agent.postgres.release(conn)
+
+
+# -- progress --------------------------------------------------------------------
+
+
+def _progress_sql(server_version: int) -> str:
+    analyze = server_version >= 130000
+    parts = [
+        "SELECT pid, 'VACUUM' AS command, phase, relid,"
+        " CASE WHEN heap_blks_total > 0 THEN 100.0 * CASE WHEN phase = 'vacuuming heap'"
+        " THEN heap_blks_vacuumed ELSE heap_blks_scanned END / heap_blks_total END AS percent"
+        " FROM pg_catalog.pg_stat_progress_vacuum",
+        "SELECT pid, command, phase, relid,"
+        " CASE WHEN heap_blks_total > 0 THEN 100.0 * heap_blks_scanned / heap_blks_total END"
+        " FROM pg_catalog.pg_stat_progress_cluster",
+        "SELECT pid, command, phase, relid,"
+        " CASE WHEN blocks_total > 0 THEN 100.0 * blocks_done / blocks_total"
+        " WHEN tuples_total > 0 THEN 100.0 * tuples_done / tuples_total END"
+        " FROM pg_catalog.pg_stat_progress_create_index",
+    ]
+    if analyze:
+        parts.append(
+            "SELECT pid, 'ANALYZE', phase, relid,"
+            " CASE WHEN sample_blks_total > 0 THEN 100.0 * sample_blks_scanned / sample_blks_total END"
+            " FROM pg_catalog.pg_stat_progress_analyze"
+        )
+    return f"""
+SELECT a.pid, a.application_name, a.wait_event_type, a.wait_event, p.command, p.phase,
+       round(p.percent, 1)::float8 AS percent,
+       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%%I.%%I', n.nspname, c.relname) END AS relation
+FROM pg_catalog.pg_stat_activity a
+LEFT JOIN ({" UNION ALL ".join(parts)}) p ON p.pid = a.pid
+LEFT JOIN pg_catalog.pg_class c ON c.oid = p.relid
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE a.pid = ANY(%(pids)s) AND a.state = 'active'
+"""
+
+
+def progress(agent: Agent, ops: list[Operation]) -> dict[str, dict[str, Any]]:
+    """Progress of the running operations among ``ops``, by id: what
+    ``pg_stat_progress_*`` tells of their backend (phase, percentage of the
+    phase, relation being processed), or what they wait for. One query per
+    database with running operations."""
+    out: dict[str, dict[str, Any]] = {}
+    by_db: dict[str, list[Operation]] = {}
+    for op in ops:
+        if op.status != "doing":
+            continue
+        if not (op.info or {}).get("backend_pid"):
+            out[op.id] = {"phase": "waiting for a free maintenance slot or connecting"}
+            continue
+        by_db.setdefault(op.dbname or "", []).append(op)
+    for dbname, running in by_db.items():
+        pids = [op.info["backend_pid"] for op in running]
+        try:
+            with agent.postgres.connect(dbname or None) as conn:
+                rows = fetch(conn, _progress_sql(conn.server_version), {"pids": pids})
+        except Exception as e:  # progress is best effort: never fail a listing for it
+            log.warning("progress of maintenance operations in %r: %s", dbname, e)
+            continue
+        found = {(r["pid"], r["application_name"]): r for r in rows}
+        for op in running:
+            row = found.get((op.info["backend_pid"], application_name(op.id)))
+            if row is None:
+                continue
+            entry = {
+                "backend_pid": row["pid"],
+                "command": row["command"],
+                "phase": row["phase"],
+                "percent": row["percent"],
+                "relation": row["relation"],
+            }
+            if row["wait_event_type"] == "Lock":
+                entry["waiting_for"] = f"lock ({row['wait_event']})"
+                entry["phase"] = entry["phase"] or "waiting for a lock"
+            out[op.id] = entry
+    return out
