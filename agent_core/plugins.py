@@ -199,12 +199,24 @@ class Plugins:
         return tasks
 
     def startup(self, agent: Agent) -> None:
+        """Run every plugin's start-up; if one refuses, shut down (in reverse
+        order) those already started, then raise."""
+        started: list[str] = []
         for name in self.names:
-            self._call(name, "agent_startup", agent=agent)
+            try:
+                self._call(name, "agent_startup", agent=agent)
+            except StartupError:
+                for done in reversed(started):
+                    self._shutdown_one(agent, done)
+                raise
+            started.append(name)
 
     def shutdown(self, agent: Agent) -> None:
         for name in reversed(self.names):
-            try:
-                self._call(name, "agent_shutdown", agent=agent)
-            except StartupError as e:
-                log.error("%s", e)
+            self._shutdown_one(agent, name)
+
+    def _shutdown_one(self, agent: Agent, name: str) -> None:
+        try:
+            self._call(name, "agent_shutdown", agent=agent)
+        except StartupError as e:
+            log.error("%s", e)

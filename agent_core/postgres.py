@@ -11,8 +11,12 @@ back.
 ``agent.postgres.dedicated(dbname, application_name)`` opens a connection of
 its own for long work (maintenance operations); the caller closes it.
 
-The backend pids of every connection the agent holds are in ``own_pids``, so
-monitoring can leave the agent's own connections out.
+The backend pids of every connection the agent holds are in ``own_pids`` (a
+snapshot), so monitoring can leave the agent's own connections out.
+
+Idle pooled connections are closed after ``POOL_IDLE`` seconds by a reaper
+thread, so the agent does not keep a database busy (``DROP DATABASE`` would
+fail) once it stopped using it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ log = logging.getLogger("pgwarden.postgres")
 APPLICATION_NAME = "pgwarden"
 _MAX_IDLE_PER_DB = 4
 _PING_AFTER = 2.0
+POOL_IDLE = 10.0
 
 
 def _cause(error: Exception) -> str:
@@ -48,8 +53,16 @@ class Postgres:
         self.settings = settings
         self._idle: dict[str, list[tuple[float, Any]]] = {}
         self._lock = threading.Lock()
-        self.own_pids: set[int] = set()
+        self._own: set[int] = set()
         self.server_version: int | None = None
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @property
+    def own_pids(self) -> frozenset[int]:
+        """Backend pids of every connection the agent holds now (a snapshot)."""
+        with self._lock:
+            return frozenset(self._own)
 
     @property
     def default_dbname(self) -> str:
@@ -79,11 +92,13 @@ class Postgres:
             raise PostgresUnavailable(_cause(e)) from None
         conn.autocommit = True
         self.server_version = conn.server_version
-        self.own_pids.add(conn.info.backend_pid)
+        with self._lock:
+            self._own.add(conn.info.backend_pid)
         return conn
 
     def _discard(self, conn: Any) -> None:
-        self.own_pids.discard(conn.info.backend_pid)
+        with self._lock:
+            self._own.discard(conn.info.backend_pid)
         with contextlib.suppress(Exception):  # closing a dead socket may fail
             conn.close()
 
@@ -111,10 +126,13 @@ class Postgres:
         else:
             self._checkin(key, conn)
 
-    def dedicated(self, dbname: str | None = None, application_name: str = APPLICATION_NAME) -> Any:
-        """A new autocommit connection without statement timeout; close it yourself
-        (``contextlib.closing``), and call :meth:`release` afterwards."""
-        return self._open(dbname, application_name, statement_timeout=False)
+    def dedicated(
+        self, dbname: str | None = None, application_name: str = APPLICATION_NAME, statement_timeout: bool = False
+    ) -> Any:
+        """A new autocommit connection, by default without statement timeout
+        (``statement_timeout=True`` applies ``[postgresql] statement_timeout``).
+        Release it with :meth:`release` (which closes it)."""
+        return self._open(dbname, application_name, statement_timeout=statement_timeout)
 
     def release(self, conn: Any) -> None:
         """Close a dedicated connection and forget its pid."""
@@ -146,10 +164,32 @@ class Postgres:
             return
         with self._lock:
             idle = self._idle.setdefault(key, [])
-            if len(idle) < _MAX_IDLE_PER_DB:
+            if len(idle) < _MAX_IDLE_PER_DB and not self._closed.is_set():
                 idle.append((time.monotonic(), conn))
+                if self._reaper is None:
+                    self._reaper = threading.Thread(target=self._reap, name="pgwarden-pg-reaper", daemon=True)
+                    self._reaper.start()
                 return
         self._discard(conn)
+
+    def _reap(self) -> None:
+        """Close pooled connections idle for more than POOL_IDLE seconds."""
+        while not self._closed.wait(POOL_IDLE / 4):
+            self.close_idle(older_than=POOL_IDLE)
+
+    def close_idle(self, dbname: str | None = None, older_than: float = 0.0) -> None:
+        """Close idle pooled connections (of ``dbname``, or all) idle longer than ``older_than`` s."""
+        limit = time.monotonic() - older_than
+        stale = []
+        with self._lock:
+            for key, idle in self._idle.items():
+                if dbname is not None and key != dbname:
+                    continue
+                keep = [(t, c) for t, c in idle if t > limit]
+                stale += [c for t, c in idle if t <= limit]
+                idle[:] = keep
+        for conn in stale:
+            self._discard(conn)
 
     def query(self, sql: Any, params: Any = None, dbname: str | None = None) -> list[dict[str, Any]]:
         """Run one statement on a pooled connection; rows as dicts."""
@@ -158,6 +198,7 @@ class Postgres:
             return [dict(r) for r in cur.fetchall()] if cur.description else []
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             pools, self._idle = self._idle, {}
         for idle in pools.values():

@@ -160,6 +160,7 @@ class Scheduler:
         self._threads: dict[str, threading.Thread] = {}
         self._dispatcher: threading.Thread | None = None
         self._stopping = False
+        self._woken = False
         self._next_purge = 0.0
         self.on_finished: list[Callable[[Operation], None]] = []
 
@@ -321,6 +322,7 @@ class Scheduler:
 
     def _wake(self) -> None:
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def _transition(self, op_id: str, old: str, new: str, **values: Any) -> bool:
@@ -380,15 +382,18 @@ class Scheduler:
             with self._cond:
                 if self._stopping:
                     return
+                self._woken = False
             try:
                 timeout = self._dispatch_once()
             except Exception:
                 log.exception("scheduler dispatch failed; retrying")
                 timeout = 1.0
             with self._cond:
+                # a wake-up that came while we were dispatching is not lost
                 if self._stopping:
                     return
-                self._cond.wait(timeout)
+                if not self._woken:
+                    self._cond.wait(timeout)
 
     def _dispatch_once(self) -> float:
         """Start what is due; return seconds until something may be due."""
@@ -471,6 +476,7 @@ class Scheduler:
         with self._cond:
             self._running.pop(op.id, None)
             self._threads.pop(op.id, None)
+            self._woken = True
             self._cond.notify_all()
         if task.interval and not self._stopping:
             self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")

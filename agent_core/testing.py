@@ -157,11 +157,15 @@ class RunningAgent:
     def stop(self) -> None:
         self.agent.stop()
 
+    def start(self) -> None:
+        """Start a new agent with the same configuration and home (after :meth:`stop`)."""
+        self.agent = Agent.from_config(self.raw, self.modules, self.environ)
+        self.agent.start()
+
     def restart(self) -> None:
         """Stop, then start a new agent with the same configuration and home."""
         self.agent.stop()
-        self.agent = Agent.from_config(self.raw, self.modules, self.environ)
-        self.agent.start()
+        self.start()
 
 
 def agent_config(

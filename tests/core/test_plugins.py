@@ -138,3 +138,12 @@ def test_recurring_task_is_kept_scheduled(make_agent):
     assert len(runs) >= 2
     assert all(o.requested_by == "agent" for o in ops)
     assert sum(o.status == "todo" for o in ops) <= 1
+
+
+def test_refused_startup_shuts_down_plugins_already_started(make_agent, probe):
+    def agent_startup(agent):
+        raise StartupError("not today")
+
+    with pytest.raises(StartupError, match="not today"):
+        make_agent(plugins={"probe": probe, "later": plugin(agent_startup=agent_startup)})
+    assert probe.state.calls[-2:] == ["agent_startup", "agent_shutdown"]

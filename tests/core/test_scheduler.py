@@ -140,7 +140,8 @@ def test_restart_keeps_todo_runs_missed_within_grace_aborts_late_and_doing(sched
     future = s.submit("probe.quick", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
     running = s.submit("probe.blocking")
     assert probe.state.started.wait(10)
-    # what a crash leaves behind: rows the agent never finished
+    sched_agent.stop()
+    # what a crash leaves behind, written while the agent is down: rows it never finished
     store = sched_agent.agent.store
     stamp = datetime.now(timezone.utc)
     with store.begin() as conn:
@@ -162,7 +163,7 @@ def test_restart_keeps_todo_runs_missed_within_grace_aborts_late_and_doing(sched
                     info={},
                 )
             )
-    sched_agent.restart()
+    sched_agent.start()
     s = scheduler(sched_agent)
     assert s.get(future).status == "todo"
     assert s.get(running).status == "aborted"  # stopped with the agent
