@@ -4,7 +4,8 @@ Every name coming from a URL reaches SQL as a bound value (``%(name)s``) or
 through :class:`psycopg2.sql.Identifier`; objects are then handled by OID.
 
 Reads take a fixed number of statements per request, whatever the number of
-tables: :data:`RELATIONS` computes sizes, counts and bloat estimates of every
+tables: :data:`RELATIONS` (one of two forms, by the statistics the role may
+read) computes sizes, counts and bloat estimates of every
 table of a database, a schema or one table in one statement (with the
 indexes of each table as a JSON array when details are asked for).
 
@@ -25,7 +26,7 @@ PostgreSQL documents:
 
 The bloat is the real size (``relpages``) minus the estimated size, never
 below 0. It is NULL where no honest estimate exists: never analysed
-(``reltuples < 0``), a column without statistics (not analysed yet, or not
+(``reltuples < 0``, for an index: its table's), a column without statistics (not analysed yet, or not
 readable by the agent's role in ``pg_stats``), a column of type ``name``,
 an index that is not btree, invalid, or not yet sized.
 """
@@ -42,29 +43,33 @@ _MAXALIGN = (
     "CASE WHEN pg_catalog.version() ~ '64-bit|x86_64|aarch64|arm64|ppc64|s390x|amd64|ia64|mingw32' THEN 8 ELSE 4 END"
 )
 
-#: Per-column statistics as (relid, attnum): from ``pg_statistic`` when the
-#: role may read it (fast), else from ``pg_stats`` (only the columns the role
-#: may select), turned back into OIDs through schema, table and column names.
-_STATS = """
+#: Per-column statistics as (relid, attnum). ``pg_statistic`` when the role
+#: may read it (superuser: fast); otherwise ``pg_stats``, which shows only the
+#: columns the role may select, turned back into OIDs through schema, table
+#: and column names.
+STATS_FAST = """
   stats AS (
-    SELECT s.starelid AS relid, s.staattnum AS attnum,
-           s.stanullfrac::float8 AS null_frac, s.stawidth AS avg_width
+    SELECT s.starelid AS relid, s.staattnum AS attnum, s.stanullfrac::float8 AS null_frac, s.stawidth AS avg_width
     FROM pg_catalog.pg_statistic s
-    WHERE NOT s.stainherit AND pg_catalog.has_table_privilege('pg_catalog.pg_statistic', 'SELECT')
-    UNION ALL
-    SELECT c.oid, a.attnum, s.null_frac::float8, s.avg_width
+    WHERE NOT s.stainherit
+  )"""
+STATS_VIEW = """
+  stats AS (
+    SELECT c.oid AS relid, a.attnum, s.null_frac::float8 AS null_frac, s.avg_width
     FROM pg_catalog.pg_stats s
     JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname
-    WHERE NOT s.inherited AND NOT pg_catalog.has_table_privilege('pg_catalog.pg_statistic', 'SELECT')
+    WHERE NOT s.inherited
   )"""
+CAN_READ_STATISTIC = "SELECT pg_catalog.has_table_privilege('pg_catalog.pg_statistic', 'SELECT') AS ok"
 
 #: One row per table (relkind r, p, m) of the database, of one schema
 #: (``schema_oid``) or one table (``table_oid``). A partitioned table's
 #: figures are the sums over its leaf partitions. With ``details``, each row
 #: also carries its ``indexes`` (JSON array) and its usage counters.
-RELATIONS = f"""
+#: ``{stats}`` is :data:`STATS_FAST` or :data:`STATS_VIEW`.
+_RELATIONS = f"""
 WITH
   consts AS (
     SELECT pg_catalog.current_setting('block_size')::numeric AS bs, {_MAXALIGN} AS ma
@@ -88,7 +93,7 @@ WITH
     WHERE l.relkind = 'p' AND pc.relkind IN ('r', 'm')
   ),
   rels AS (SELECT DISTINCT relid FROM parts),
-  {_STATS},
+  {{stats}},
   cols AS (
     SELECT a.attrelid AS relid, count(*) AS ncols, count(s.attnum) AS nstats,
            bool_or(a.atttypid = 'pg_catalog.name'::pg_catalog.regtype) AS has_name,
@@ -99,45 +104,15 @@ WITH
     LEFT JOIN stats s ON s.relid = a.attrelid AND s.attnum = a.attnum
     GROUP BY a.attrelid
   ),
-  heap AS (
-    SELECT c.oid AS relid, c.relpages, c.reltuples::float8 AS reltuples,
-           coalesce(t.relpages, 0) AS toastpages, greatest(coalesce(t.reltuples, 0), 0)::float8 AS toasttuples,
-           pg_catalog.pg_table_size(c.oid) AS table_size,
-           pg_catalog.pg_indexes_size(c.oid) AS indexes_size,
-           CASE WHEN c.reltoastrelid <> 0 THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) ELSE 0 END
-             AS toast_size,
-           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(c.reloptions) o
-                     WHERE o.option_name = 'fillfactor'), 100) AS ff,
-           4 + ceil((23 + CASE WHEN w.has_nulls THEN (c.relnatts + 7) / 8 ELSE 0 END)::numeric / k.ma) * k.ma
-             + ceil(coalesce(w.datawidth, 0)::numeric / k.ma) * k.ma AS tuple,
-           coalesce(w.ncols, 0) AS ncols, coalesce(w.nstats, 0) AS nstats, coalesce(w.has_name, false) AS has_name,
-           k.bs
-    FROM rels r
-    CROSS JOIN consts k
-    JOIN pg_catalog.pg_class c ON c.oid = r.relid
-    LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
-    LEFT JOIN cols w ON w.relid = c.oid
-  ),
-  heap_est AS (
-    SELECT h.*,
-           CASE WHEN h.reltuples < 0 OR h.has_name OR (h.reltuples > 0 AND h.nstats < h.ncols) THEN NULL
-           ELSE greatest(
-                  h.relpages + h.toastpages
-                  - ceil(h.reltuples * h.tuple / ((h.bs - 24) * h.ff / 100))
-                  - ceil(h.toasttuples / 4),
-                  0) * h.bs
-           END AS bloat
-    FROM heap h
-    WHERE h.table_size IS NOT NULL
-  ),
   idx AS (
     SELECT i.indexrelid AS idxid, i.indrelid AS relid, i.indnatts, i.indkey, i.indisvalid,
-           ci.relpages, ci.reltuples::float8 AS reltuples, am.amname,
+           ci.relpages, ci.reltuples::float8 AS reltuples, ct.reltuples::float8 AS table_reltuples, am.amname,
            coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(ci.reloptions) o
                      WHERE o.option_name = 'fillfactor'), 90) AS ff
     FROM rels r
     JOIN pg_catalog.pg_index i ON i.indrelid = r.relid
     JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+    JOIN pg_catalog.pg_class ct ON ct.oid = i.indrelid
     JOIN pg_catalog.pg_am am ON am.oid = ci.relam
   ),
   -- where the statistics of each btree index column are: the table's column,
@@ -160,10 +135,11 @@ WITH
     LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = ic.srelid AND a.attnum = ic.sattnum
     GROUP BY ic.idxid
   ),
+  -- every index with storage: its size (all forks) and, for btree, its bloat
   ileaf AS (
     SELECT x.idxid, x.relid, pg_catalog.pg_total_relation_size(x.idxid) AS bytes,
-           CASE WHEN x.amname = 'btree' AND x.indisvalid AND x.reltuples >= 0 AND x.relpages > 0
-                     AND NOT w.has_name AND (w.nstats = w.ncols OR x.reltuples = 0)
+           CASE WHEN x.amname = 'btree' AND x.indisvalid AND x.reltuples >= 0 AND x.table_reltuples >= 0
+                     AND x.relpages > 0 AND NOT w.has_name AND (w.nstats = w.ncols OR x.reltuples = 0)
            THEN greatest(
                   x.relpages - 1
                   - ceil(x.reltuples / nullif(floor((k.bs - 24 - 16) * x.ff / 100 / (
@@ -175,22 +151,61 @@ WITH
     CROSS JOIN consts k
     LEFT JOIN idxw w ON w.idxid = x.idxid
   ),
+  isize AS (
+    SELECT lf.relid, sum(lf.bytes) AS bytes, sum(lf.bloat) AS bloat FROM ileaf lf GROUP BY lf.relid
+  ),
+  heap AS (
+    SELECT c.oid AS relid, c.relpages, c.reltuples::float8 AS reltuples,
+           coalesce(t.relpages, 0) AS toastpages, greatest(coalesce(t.reltuples, 0), 0)::float8 AS toasttuples,
+           pg_catalog.pg_relation_size(c.oid, 'main') + pg_catalog.pg_relation_size(c.oid, 'fsm')
+             + pg_catalog.pg_relation_size(c.oid, 'vm') + pg_catalog.pg_relation_size(c.oid, 'init') AS table_size,
+           coalesce(pg_catalog.pg_total_relation_size(t.oid), 0) AS toast_size,
+           coalesce(z.bytes, 0) AS indexes_size, z.bloat AS index_bloat,
+           coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(c.reloptions) o
+                     WHERE o.option_name = 'fillfactor'), 100) AS ff,
+           4 + ceil((23 + CASE WHEN w.has_nulls THEN (c.relnatts + 7) / 8 ELSE 0 END)::numeric / k.ma) * k.ma
+             + ceil(coalesce(w.datawidth, 0)::numeric / k.ma) * k.ma AS tuple,
+           coalesce(w.ncols, 0) AS ncols, coalesce(w.nstats, 0) AS nstats, coalesce(w.has_name, false) AS has_name,
+           k.bs
+    FROM rels r
+    CROSS JOIN consts k
+    JOIN pg_catalog.pg_class c ON c.oid = r.relid
+    LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
+    LEFT JOIN cols w ON w.relid = c.oid
+    LEFT JOIN isize z ON z.relid = c.oid
+  ),
+  heap_est AS (
+    SELECT h.*,
+           CASE WHEN h.reltuples < 0 OR h.has_name OR (h.reltuples > 0 AND h.nstats < h.ncols) THEN NULL
+           ELSE greatest(
+                  h.relpages + h.toastpages
+                  - ceil(h.reltuples * h.tuple / ((h.bs - 24) * h.ff / 100))
+                  - ceil(h.toasttuples / 4),
+                  0) * h.bs
+           END AS bloat
+    FROM heap h
+    WHERE h.table_size IS NOT NULL
+  ),
   tsum AS (
     SELECT p.tableid,
-           sum(h.table_size - h.toast_size) AS table_bytes, sum(h.toast_size) AS toast_bytes,
-           sum(h.indexes_size) AS index_bytes, sum(h.bloat) AS bloat_bytes,
+           sum(h.table_size) AS table_bytes, sum(h.toast_size) AS toast_bytes,
+           sum(h.indexes_size) AS index_bytes, sum(h.bloat) AS bloat_bytes, sum(h.index_bloat) AS index_bloat_bytes,
            sum(h.reltuples) FILTER (WHERE h.reltuples >= 0) AS row_estimate
     FROM parts p JOIN heap_est h ON h.relid = p.relid
     GROUP BY p.tableid
   ),
-  isum AS (
-    SELECT p.tableid, sum(lf.bloat) AS index_bloat_bytes
-    FROM parts p JOIN ileaf lf ON lf.relid = p.relid
-    GROUP BY p.tableid
+  nidx AS (
+    SELECT i.indrelid AS tableid, count(*) AS n FROM listed l JOIN pg_catalog.pg_index i ON i.indrelid = l.oid
+    GROUP BY i.indrelid
+  ),
+  nparts AS (
+    SELECT h.inhparent AS tableid, count(*) AS n FROM listed l JOIN pg_catalog.pg_inherits h ON h.inhparent = l.oid
+    WHERE l.relkind = 'p'
+    GROUP BY h.inhparent
   ),
   ilisted AS (
-    SELECT i.indrelid AS tableid, i.indexrelid AS idxid, ci.relname, ci.relkind, am.amname, i.indisunique,
-           i.indisprimary, i.indisvalid, i.indnatts, sp.spcname
+    SELECT i.indrelid AS tableid, l.relname AS tablename, l.nspname AS schemaname, i.indexrelid AS idxid,
+           ci.relname, ci.relkind, am.amname, i.indisunique, i.indisprimary, i.indisvalid, i.indnatts, sp.spcname
     FROM listed l
     JOIN pg_catalog.pg_index i ON i.indrelid = l.oid
     JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
@@ -214,6 +229,19 @@ WITH
     FROM imembers m LEFT JOIN ileaf lf ON lf.idxid = m.leaf
     GROUP BY m.idxid
   ),
+  ijson AS (
+    SELECT il.tableid,
+           pg_catalog.json_agg(pg_catalog.json_build_object(
+             'name', il.relname, 'indexrelname', il.relname, 'tablename', il.tablename,
+             'schemaname', il.schemaname, 'def', pg_catalog.pg_get_indexdef(il.idxid),
+             'type', il.amname, 'indisunique', il.indisunique, 'indisprimary', il.indisprimary,
+             'indisvalid', il.indisvalid, 'number_of_columns', il.indnatts, 'tablespace', il.spcname,
+             'total_bytes', coalesce(f.bytes, 0)::bigint, 'bloat_bytes', f.bloat::bigint,
+             'scans', f.scans, 'idx_tup_read', f.tup_read, 'idx_tup_fetch', f.tup_fetch)
+           ORDER BY il.relname) AS indexes
+    FROM ilisted il LEFT JOIN ifig f ON f.idxid = il.idxid
+    GROUP BY il.tableid
+  ),
   tstat AS (
     SELECT p.tableid,
            sum(s.seq_scan) AS seq_scan, sum(s.seq_tup_read) AS seq_tup_read,
@@ -236,36 +264,28 @@ SELECT l.oid AS relid, l.nspname AS schemaname, l.relname, l.relkind,
          coalesce((SELECT o.option_value::int FROM pg_catalog.pg_options_to_table(l.reloptions) o
                    WHERE o.option_name = 'fillfactor'), 100)
        END AS fillfactor,
-       (SELECT count(*) FROM pg_catalog.pg_inherits h WHERE h.inhparent = l.oid) AS n_partitions,
+       coalesce(np.n, 0) AS n_partitions,
+       coalesce(ni.n, 0) AS n_indexes,
        coalesce(ts.table_bytes, 0)::bigint AS table_bytes,
        coalesce(ts.toast_bytes, 0)::bigint AS toast_bytes,
        coalesce(ts.index_bytes, 0)::bigint AS index_bytes,
        ts.bloat_bytes::bigint AS bloat_bytes,
-       isum.index_bloat_bytes::bigint AS index_bloat_bytes,
+       ts.index_bloat_bytes::bigint AS index_bloat_bytes,
        ts.row_estimate,
-       (SELECT count(*) FROM pg_catalog.pg_index i WHERE i.indrelid = l.oid) AS n_indexes,
-       ts.tableid IS NULL AND l.relkind <> 'p' AS vanished,
-       CASE WHEN %(details)s THEN (
-         SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
-                  'name', il.relname, 'indexrelname', il.relname, 'tablename', l.relname,
-                  'schemaname', l.nspname, 'def', pg_catalog.pg_get_indexdef(il.idxid), 'type', il.amname,
-                  'indisunique', il.indisunique, 'indisprimary', il.indisprimary, 'indisvalid', il.indisvalid,
-                  'number_of_columns', il.indnatts, 'tablespace', il.spcname,
-                  'total_bytes', coalesce(f.bytes, 0)::bigint, 'bloat_bytes', f.bloat::bigint,
-                  'scans', f.scans, 'idx_tup_read', f.tup_read, 'idx_tup_fetch', f.tup_fetch)
-                ORDER BY il.relname), '[]')
-         FROM ilisted il LEFT JOIN ifig f ON f.idxid = il.idxid
-         WHERE il.tableid = l.oid)
-       END AS indexes,
+       ij.indexes,
        st.seq_scan, st.seq_tup_read, st.idx_scan, st.idx_tup_fetch, st.n_tup_ins, st.n_tup_upd, st.n_tup_del,
        st.n_tup_hot_upd, st.n_live_tup, st.n_dead_tup, st.n_mod_since_analyze, st.last_vacuum, st.last_autovacuum,
        st.last_analyze, st.last_autoanalyze, st.vacuum_count, st.autovacuum_count, st.analyze_count,
        st.autoanalyze_count
 FROM listed l
 LEFT JOIN tsum ts ON ts.tableid = l.oid
-LEFT JOIN isum ON isum.tableid = l.oid
+LEFT JOIN nidx ni ON ni.tableid = l.oid
+LEFT JOIN nparts np ON np.tableid = l.oid
+LEFT JOIN ijson ij ON ij.tableid = l.oid
 LEFT JOIN tstat st ON st.tableid = l.oid
+WHERE ts.tableid IS NOT NULL OR l.relkind = 'p'  -- not dropped while measured
 """
+RELATIONS = {fast: _RELATIONS.replace("{stats}", STATS_FAST if fast else STATS_VIEW) for fast in (True, False)}
 
 #: Schemas shown (temporary and TOAST schemas are left out) and the database size.
 SCHEMAS = """
@@ -311,7 +331,10 @@ def fetch(conn: Any, query: Any, params: Any = None) -> list[dict[str, Any]]:
 
 
 def relations(conn: Any, schema_oid: int | None = None, table_oid: int | None = None, details: bool = False) -> list:
-    return fetch(conn, RELATIONS, {"schema_oid": schema_oid, "table_oid": table_oid, "details": details})
+    """Rows of :data:`RELATIONS`: two statements, the privilege check choosing
+    the statistics source, then the figures."""
+    fast = fetch(conn, CAN_READ_STATISTIC)[0]["ok"]
+    return fetch(conn, RELATIONS[fast], {"schema_oid": schema_oid, "table_oid": table_oid, "details": details})
 
 
 def lookup(conn: Any, schema: str, table: str | None = None, index: str | None = None) -> dict[str, Any] | None:
