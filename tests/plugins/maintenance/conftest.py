@@ -26,36 +26,6 @@ def plugin() -> Any:
     return maintenance_plugin
 
 
-@pytest.fixture
-def start_agent(make_agent: Callable[..., RunningAgent]) -> Callable[..., RunningAgent]:
-    """``start_agent(maintenance={...}, agent={...}, postgresql={...}, home=...)``."""
-
-    def start(home: Any = None, **sections: dict[str, Any]) -> RunningAgent:
-        config = {"agent": {"scheduler_workers": 4, "log_level": "INFO"}}
-        for name, values in sections.items():
-            config.setdefault(name, {}).update(values)
-        return make_agent(plugins={"maintenance": maintenance_plugin}, config=config, home=home)
-
-    return start
-
-
-@pytest.fixture
-def magent(start_agent: Callable[..., RunningAgent]) -> RunningAgent:
-    return start_agent()
-
-
-@pytest.fixture
-def api(magent: RunningAgent) -> Client:
-    """A client of ``magent`` with a session of ``alice``."""
-    return magent.login()
-
-
-@pytest.fixture
-def key_api(magent: RunningAgent) -> Client:
-    """A client of ``magent`` using the agent key (header)."""
-    return magent.client()
-
-
 class Databases:
     """Create databases with unique names; drop them all at the end."""
 
@@ -84,6 +54,39 @@ def databases(pg_cluster: Cluster) -> Iterator[Databases]:
         yield dbs
     finally:
         dbs.drop_all()
+
+
+@pytest.fixture
+def start_agent(databases: Databases, make_agent: Callable[..., RunningAgent]) -> Callable[..., RunningAgent]:
+    """``start_agent(maintenance={...}, agent={...}, postgresql={...}, home=...)``.
+
+    Depends on ``databases`` first so that agents stop before databases are dropped.
+    """
+
+    def start(home: Any = None, **sections: dict[str, Any]) -> RunningAgent:
+        config = {"agent": {"scheduler_workers": 4, "log_level": "INFO"}}
+        for name, values in sections.items():
+            config.setdefault(name, {}).update(values)
+        return make_agent(plugins={"maintenance": maintenance_plugin}, config=config, home=home)
+
+    return start
+
+
+@pytest.fixture
+def magent(start_agent: Callable[..., RunningAgent]) -> RunningAgent:
+    return start_agent()
+
+
+@pytest.fixture
+def api(magent: RunningAgent) -> Client:
+    """A client of ``magent`` with a session of ``alice``."""
+    return magent.login()
+
+
+@pytest.fixture
+def key_api(magent: RunningAgent) -> Client:
+    """A client of ``magent`` using the agent key (header)."""
+    return magent.client()
 
 
 @pytest.fixture

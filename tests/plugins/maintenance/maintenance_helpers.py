@@ -35,10 +35,6 @@ def path(*parts: str) -> str:
     return "/".join(["/maintenance", *(quote(p, safe="") for p in parts)])
 
 
-def key_headers() -> dict[str, str]:
-    return {"X-Pgwarden-Key": KEY}
-
-
 def operation(client: Client, verb: str, op_id: str) -> dict[str, Any]:
     """The listing entry of an operation (from the global listing)."""
     res = client.get(f"/maintenance/{verb}/scheduled")
@@ -79,3 +75,24 @@ def scalar(cluster: Cluster, query: Any, params: Any = None, dbname: str = "post
 def later(seconds: float) -> str:
     """A ``datetime`` parameter ``seconds`` from now (rounded up to the second)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(time.time()) + 1 + seconds))
+
+
+def wait_running(client: Client, verb: str, op_id: str, timeout: float = 30) -> dict[str, Any]:
+    """Wait until the operation runs and PostgreSQL reports its progress."""
+
+    def running() -> dict[str, Any] | None:
+        entry = operation(client, verb, op_id)
+        progress = entry["progress"] or {}
+        return entry if entry["status"] == "doing" and progress.get("command") and progress.get("phase") else None
+
+    return wait_for(running, timeout=timeout)
+
+
+class Keyed:
+    """A read-only client authenticating with the agent key header."""
+
+    def __init__(self, base_url: str):
+        self.client = Client(base_url)
+
+    def get(self, url: str) -> Any:
+        return self.client.get(url, headers={"X-Pgwarden-Key": KEY})
