@@ -242,20 +242,39 @@ WITH
     FROM ilisted il LEFT JOIN ifig f ON f.idxid = il.idxid
     GROUP BY il.tableid
   ),
+  -- the columns of pg_stat_all_tables, from its functions (the view would
+  -- compute every table of the database)
   tstat AS (
     SELECT p.tableid,
-           sum(s.seq_scan) AS seq_scan, sum(s.seq_tup_read) AS seq_tup_read,
-           sum(s.idx_scan) AS idx_scan, sum(s.idx_tup_fetch) AS idx_tup_fetch,
-           sum(s.n_tup_ins) AS n_tup_ins, sum(s.n_tup_upd) AS n_tup_upd, sum(s.n_tup_del) AS n_tup_del,
-           sum(s.n_tup_hot_upd) AS n_tup_hot_upd, sum(s.n_live_tup) AS n_live_tup,
-           sum(s.n_dead_tup) AS n_dead_tup, sum(s.n_mod_since_analyze) AS n_mod_since_analyze,
-           CASE WHEN bool_and(s.last_vacuum IS NOT NULL) THEN min(s.last_vacuum) END AS last_vacuum,
-           CASE WHEN bool_and(s.last_autovacuum IS NOT NULL) THEN min(s.last_autovacuum) END AS last_autovacuum,
-           CASE WHEN bool_and(s.last_analyze IS NOT NULL) THEN min(s.last_analyze) END AS last_analyze,
-           CASE WHEN bool_and(s.last_autoanalyze IS NOT NULL) THEN min(s.last_autoanalyze) END AS last_autoanalyze,
-           sum(s.vacuum_count) AS vacuum_count, sum(s.autovacuum_count) AS autovacuum_count,
-           sum(s.analyze_count) AS analyze_count, sum(s.autoanalyze_count) AS autoanalyze_count
-    FROM parts p JOIN pg_catalog.pg_stat_all_tables s ON s.relid = p.relid
+           sum(pg_catalog.pg_stat_get_numscans(p.relid)) AS seq_scan,
+           sum(pg_catalog.pg_stat_get_tuples_returned(p.relid)) AS seq_tup_read,
+           sum(ix.scans) AS idx_scan,
+           sum(ix.fetched + pg_catalog.pg_stat_get_tuples_fetched(p.relid)) AS idx_tup_fetch,
+           sum(pg_catalog.pg_stat_get_tuples_inserted(p.relid)) AS n_tup_ins,
+           sum(pg_catalog.pg_stat_get_tuples_updated(p.relid)) AS n_tup_upd,
+           sum(pg_catalog.pg_stat_get_tuples_deleted(p.relid)) AS n_tup_del,
+           sum(pg_catalog.pg_stat_get_tuples_hot_updated(p.relid)) AS n_tup_hot_upd,
+           sum(pg_catalog.pg_stat_get_live_tuples(p.relid)) AS n_live_tup,
+           sum(pg_catalog.pg_stat_get_dead_tuples(p.relid)) AS n_dead_tup,
+           sum(pg_catalog.pg_stat_get_mod_since_analyze(p.relid)) AS n_mod_since_analyze,
+           CASE WHEN bool_and(pg_catalog.pg_stat_get_last_vacuum_time(p.relid) IS NOT NULL)
+             THEN min(pg_catalog.pg_stat_get_last_vacuum_time(p.relid)) END AS last_vacuum,
+           CASE WHEN bool_and(pg_catalog.pg_stat_get_last_autovacuum_time(p.relid) IS NOT NULL)
+             THEN min(pg_catalog.pg_stat_get_last_autovacuum_time(p.relid)) END AS last_autovacuum,
+           CASE WHEN bool_and(pg_catalog.pg_stat_get_last_analyze_time(p.relid) IS NOT NULL)
+             THEN min(pg_catalog.pg_stat_get_last_analyze_time(p.relid)) END AS last_analyze,
+           CASE WHEN bool_and(pg_catalog.pg_stat_get_last_autoanalyze_time(p.relid) IS NOT NULL)
+             THEN min(pg_catalog.pg_stat_get_last_autoanalyze_time(p.relid)) END AS last_autoanalyze,
+           sum(pg_catalog.pg_stat_get_vacuum_count(p.relid)) AS vacuum_count,
+           sum(pg_catalog.pg_stat_get_autovacuum_count(p.relid)) AS autovacuum_count,
+           sum(pg_catalog.pg_stat_get_analyze_count(p.relid)) AS analyze_count,
+           sum(pg_catalog.pg_stat_get_autoanalyze_count(p.relid)) AS autoanalyze_count
+    FROM parts p
+    LEFT JOIN LATERAL (
+      SELECT sum(pg_catalog.pg_stat_get_numscans(i.indexrelid)) AS scans,
+             sum(pg_catalog.pg_stat_get_tuples_fetched(i.indexrelid)) AS fetched
+      FROM pg_catalog.pg_index i WHERE i.indrelid = p.relid
+    ) ix ON true
     WHERE %(details)s
     GROUP BY p.tableid
   )

@@ -5,6 +5,7 @@ tables, bloat estimates that follow real bloat, 404s, names with any character."
 from __future__ import annotations
 
 import uuid
+from datetime import timezone
 from typing import Any
 
 import pytest
@@ -185,6 +186,21 @@ def test_same_names_in_two_schemas_are_never_mixed(api: Any, reads_db: str, pg_c
     assert after["s1"]["seq_scan"] == before["s1"]["seq_scan"]
 
     s1, s2 = after["s1"], after["s2"]
+    for schema, got in after.items():  # the usage counters are pg_stat_all_tables' own
+        conn = pg_cluster.connect(reads_db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT * FROM pg_stat_all_tables WHERE schemaname = %s AND relname = 't'", (schema,))
+                pg = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        finally:
+            conn.close()
+        assert got["relid"] == str(pg["relid"])
+        for name in ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_ins", "n_tup_upd", "n_tup_del",
+                     "n_tup_hot_upd", "n_live_tup", "n_dead_tup", "n_mod_since_analyze", "vacuum_count",
+                     "autovacuum_count", "analyze_count", "autoanalyze_count"):  # fmt: skip
+            assert got[name] == pg[name], (schema, name)
+        assert got["last_analyze"] == pg["last_analyze"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        assert got["last_vacuum"] is pg["last_vacuum"] is None
     assert s1["relid"] != s2["relid"]
     assert (s1["row_estimate"], s2["row_estimate"]) == (5000, 50)
     assert (s1["n_indexes"], s2["n_indexes"]) == (8, 1)
