@@ -235,6 +235,12 @@ class Middleware:
             )
 
 
+def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's own messages (TLS handshake failures, dropped clients) go to the
+    log, not to stderr."""
+    log.log(level if traceback else min(level, logging.INFO), "cheroot: %s", msg, exc_info=traceback)
+
+
 class Server:
     """cheroot serving the app: bind in :meth:`start` (errors surface in the
     caller's thread), serve in a thread, stop gracefully."""
@@ -249,6 +255,7 @@ class Server:
             timeout=30,
             shutdown_timeout=5,
         )
+        self.server.error_log = _cheroot_log  # type: ignore[method-assign]
         if settings.get("tls_cert"):
             adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
             verify = settings.get("tls_client_verify", "none")
