@@ -105,16 +105,19 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Counts, sizes and bloat of a set of tables (a schema, a database)."""
     rows = list(rows)
     stored = [r for r in rows if r["relkind"] != "p"]
+    tables = sum(int(r["table_bytes"]) for r in stored)
+    toast = sum(int(r["toast_bytes"]) for r in stored)
+    indexes = sum(int(r["index_bytes"]) for r in stored)
     entry = {
         "n_tables": len(rows),
         "n_indexes": sum(int(r["n_indexes"]) for r in rows),
-        "tables_bytes": sum(int(r["table_bytes"]) for r in stored),
-        "toast_bytes": sum(int(r["toast_bytes"]) for r in stored),
-        "indexes_bytes": sum(int(r["index_bytes"]) for r in stored),
+        "tables_bytes": tables,
+        "toast_bytes": toast,
+        "indexes_bytes": indexes,
+        "total_bytes": tables + toast + indexes,
         "tables_bloat_bytes": _sum(r["bloat_bytes"] for r in stored),
         "indexes_bloat_bytes": _sum(r["index_bloat_bytes"] for r in stored),
     }
-    entry["total_bytes"] = entry["tables_bytes"] + entry["toast_bytes"] + entry["indexes_bytes"]
     return _with_sizes(entry, "tables", "toast", "indexes", "total", "tables_bloat", "indexes_bloat")
 
 

@@ -182,7 +182,9 @@ def parse_datetime(value: Any) -> datetime | None:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def _submit(request: Request, verb: str, dbname: str, schema=None, table=None, index=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _submit(
+    request: Request, verb: str, dbname: str, schema: str | None, table: str | None, index: str | None
+) -> dict[str, str]:
     body = _body(request)
     try:
         mode = tasks.parse_mode(verb, body.get("mode"))
@@ -215,7 +217,9 @@ def _poster(verb: str, level: str) -> Callable[..., dict[str, str]]:
         f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large; 503.\n"
     )
 
-    def view(request: Request, dbname: str, schema: str | None = None, table: str | None = None, index=None):  # type: ignore[no-untyped-def]
+    def view(
+        request: Request, dbname: str, schema: str | None = None, table: str | None = None, index: str | None = None
+    ) -> dict[str, str]:
         return _submit(request, verb, dbname, schema, table, index)
 
     view.__name__ = f"post_{verb}"
@@ -244,7 +248,13 @@ def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., li
         "    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503.\n"
     )
 
-    def view(request: Request, dbname=None, schema=None, table=None, index=None):  # type: ignore[no-untyped-def]
+    def view(
+        request: Request,
+        dbname: str | None = None,
+        schema: str | None = None,
+        table: str | None = None,
+        index: str | None = None,
+    ) -> list[dict[str, Any]]:
         if dbname is not None:
             check_target(request, dbname, schema, table if "table" in filters else None)
         wanted = {"dbname": dbname, "schema": schema, "table": table}

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -205,74 +206,72 @@ def _error(e: psycopg2.Error) -> str:
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
-    op = ctx.operation
     agent = ctx.agent
     assert agent is not None
     signals = _signals(ctx)
-    slot = _slots.setdefault(agent, threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"]))
+    slot = _slots[agent]
     try:
         while not slot.acquire(timeout=0.2):
             if ctx.cancel_requested.is_set():
                 raise OperationError("canceled while waiting for a free maintenance slot")
         try:
-            return _run(ctx, agent, op, signals)
+            return _run(ctx, agent, signals)
         finally:
             slot.release()
     finally:
         signals.ended.set()
 
 
-def _run(ctx: TaskContext, agent: Agent, op: Operation, signals: _Signals) -> dict[str, Any]:
+def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
+    op = ctx.operation
     name = application_name(op.id)
     conn = agent.postgres.dedicated(op.dbname, name)
     try:
         conn.notices = collections.deque(maxlen=agent.config.section("maintenance")["max_notices"])
         pid = conn.info.backend_pid
+        info: dict[str, Any] = {"backend_pid": pid, "application_name": name}
         try:
             _set_lock_timeout(conn, agent)
             target = _target(conn, op)
             concurrently = _concurrently(agent, op, target, conn.server_version)
-            query = statement(op, target, concurrently)
-            info: dict[str, Any] = {"backend_pid": pid, "application_name": name}
-            scope = None
             if concurrently:
-                scope = target["indrelid"] if target and target["indrelid"] else (target["oid"] if target else None)
+                scope = None if target is None else (target["indrelid"] or target["oid"])
                 before = [r["oid"] for r in fetch(conn, _INVALID, {"relid": scope})]
                 info.update(concurrently=True, scope_relid=scope, invalid_before=before)
             ctx.update_info(**info)
         except psycopg2.Error as e:
             raise OperationError(_error(e)) from None
-        text = query.as_string(conn)
+        query = statement(op, target, concurrently)
         with signals.lock:
             if ctx.cancel_requested.is_set():
                 raise OperationError("canceled before its statement started")
             signals.pid = pid
+        failure = None
         try:
             with conn.cursor() as cur:
                 cur.execute(query)
         except psycopg2.Error as e:
-            with signals.lock:
-                signals.pid = None
-            _drain(conn, ctx)
-            if concurrently:
-                _drop_leftovers(conn, scope, info["invalid_before"], ctx.notice)
-                _drain(conn, ctx)
-            raise OperationError(_error(e)) from None
+            failure = e
         with signals.lock:
             signals.pid = None
         _drain(conn, ctx)
-        return {"statement": text}
+        if failure is not None:
+            if concurrently:
+                _drop_leftovers(conn, info["scope_relid"], info["invalid_before"], ctx.notice)
+                _drain(conn, ctx)
+            raise OperationError(_error(failure))
+        return {"statement": query.as_string(conn)}
     finally:
         agent.postgres.release(conn)
 
 
-def _signal(agent: Agent, pid: int, name: str, only_active: bool = True) -> list[dict[str, Any]]:
+def _signal(agent: Agent, pid: int, name: str) -> list[dict[str, Any]]:
     """``pg_cancel_backend(pid)`` if that backend is still the operation's
-    (same ``application_name``) and, with ``only_active``, runs a statement."""
+    (same ``application_name``) and runs a statement; the rows signalled."""
     return agent.postgres.query(
-        "SELECT pid, state, pg_catalog.pg_cancel_backend(pid) AS signaled FROM pg_catalog.pg_stat_activity"
-        " WHERE pid = %(pid)s AND application_name = %(name)s AND (state = 'active' OR NOT %(only_active)s)",
-        {"pid": pid, "name": name, "only_active": only_active},
+        "SELECT pid, pg_catalog.pg_cancel_backend(pid) AS signaled FROM pg_catalog.pg_stat_activity"
+        " WHERE pid = %(pid)s AND application_name = %(name)s AND state = 'active'",
+        {"pid": pid, "name": name},
     )
 
 
@@ -293,29 +292,27 @@ def cancel(ctx: TaskContext) -> None:
 # -- leftovers of a failed REINDEX CONCURRENTLY -----------------------------------
 
 
-def _drop_leftovers(conn: Any, scope: int | None, before: list[int], notice: Any) -> list[str]:
+def _drop_leftovers(conn: Any, scope: int | None, before: list[int], notice: Callable[[str], Any]) -> None:
     """Drop the invalid ``*_ccnew*``/``*_ccold*`` indexes that appeared in the
-    scope since the operation started; report each as a notice."""
-    dropped = []
+    scope since the operation started; report each through ``notice``."""
     try:
         rows = fetch(conn, _INVALID, {"relid": scope})
     except psycopg2.Error as e:
         notice(f"pgwarden: could not look for invalid indexes left by REINDEX CONCURRENTLY: {_error(e)}")
-        return dropped
+        return
     for row in rows:
         base = row["relname"].rstrip("0123456789")
         if row["oid"] in before or not base.endswith(_LEFTOVER_SUFFIX):
             continue
         ident = sql.Identifier(row["nspname"], row["relname"])
+        shown = ident.as_string(conn)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
         except psycopg2.Error as e:
-            notice(f"pgwarden: could not drop invalid index {ident.as_string(conn)}: {_error(e)}")
-            continue
-        notice(f"pgwarden: dropped invalid index {ident.as_string(conn)} left by the interrupted REINDEX CONCURRENTLY")
-        dropped.append(row["relname"])
-    return dropped
+            notice(f"pgwarden: could not drop invalid index {shown}: {_error(e)}")
+        else:
+            notice(f"pgwarden: dropped invalid index {shown} left by the interrupted REINDEX CONCURRENTLY")
 
 
 def abort(op: Operation, agent: Agent) -> None:
@@ -337,10 +334,12 @@ def abort(op: Operation, agent: Agent) -> None:
         conn = agent.postgres.dedicated(op.dbname, name)
         try:
             _set_lock_timeout(conn, agent)
-            lines: list[str] = []
-            _drop_leftovers(conn, info.get("scope_relid"), list(info.get("invalid_before") or []), lines.append)
-            for line in lines:
-                log.warning("operation %s: %s", op.id, line)
+            _drop_leftovers(
+                conn,
+                info.get("scope_relid"),
+                list(info.get("invalid_before") or []),
+                lambda line: log.warning("operation %s: %s", op.id, line),
+            )
         finally:
             agent.postgres.release(conn)
 
