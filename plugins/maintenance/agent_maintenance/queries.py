@@ -70,9 +70,18 @@ CAN_READ_STATISTIC = "SELECT pg_catalog.has_table_privilege('pg_catalog.pg_stati
 #: also carries its ``indexes`` (JSON array) and its usage counters.
 #: ``{stats}`` is :data:`STATS_FAST` or :data:`STATS_VIEW`.
 _RELATIONS = f"""
-WITH
+WITH RECURSIVE
   consts AS (
     SELECT pg_catalog.current_setting('block_size')::numeric AS bs, {_MAXALIGN} AS ma
+  ),
+  -- relations another session holds (or waits for) in ACCESS EXCLUSIVE mode
+  -- (VACUUM FULL, REINDEX, LOCK TABLE...): measuring them would wait for the
+  -- lock, so their sizes come from the catalog (relpages) instead
+  locked AS (
+    SELECT DISTINCT k.relation AS relid
+    FROM pg_catalog.pg_locks k
+    WHERE k.locktype = 'relation' AND k.mode = 'AccessExclusiveLock' AND k.pid <> pg_catalog.pg_backend_pid()
+      AND k.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
   ),
   listed AS (
     SELECT c.oid, n.nspname, c.relname, c.relkind, c.reloptions
@@ -82,15 +91,20 @@ WITH
       AND (%(schema_oid)s::oid IS NULL OR c.relnamespace = %(schema_oid)s::oid)
       AND (%(table_oid)s::oid IS NULL OR c.oid = %(table_oid)s::oid)
   ),
+  -- partitions of the listed partitioned tables, at any depth (from
+  -- pg_inherits: pg_partition_tree would lock them)
+  tree (tableid, relid) AS (
+    SELECT l.oid, h.inhrelid FROM listed l JOIN pg_catalog.pg_inherits h ON h.inhparent = l.oid
+    WHERE l.relkind = 'p'
+    UNION ALL
+    SELECT t.tableid, h.inhrelid FROM tree t JOIN pg_catalog.pg_inherits h ON h.inhparent = t.relid
+  ),
   -- the relations with storage each listed table is made of
   parts AS (
     SELECT l.oid AS tableid, l.oid AS relid FROM listed l WHERE l.relkind <> 'p'
     UNION ALL
-    SELECT l.oid, t.relid
-    FROM listed l
-    CROSS JOIN LATERAL pg_catalog.pg_partition_tree(l.oid) t
-    JOIN pg_catalog.pg_class pc ON pc.oid = t.relid
-    WHERE l.relkind = 'p' AND pc.relkind IN ('r', 'm')
+    SELECT t.tableid, t.relid FROM tree t JOIN pg_catalog.pg_class pc ON pc.oid = t.relid
+    WHERE pc.relkind IN ('r', 'm')
   ),
   rels AS (SELECT DISTINCT relid FROM parts),
   {{stats}},
@@ -137,7 +151,9 @@ WITH
   ),
   -- every index with storage: its size (all forks) and, for btree, its bloat
   ileaf AS (
-    SELECT x.idxid, x.relid, pg_catalog.pg_total_relation_size(x.idxid) AS bytes,
+    SELECT x.idxid, x.relid, lk.relid IS NOT NULL AS locked,
+           CASE WHEN lk.relid IS NULL THEN pg_catalog.pg_total_relation_size(x.idxid) ELSE x.relpages * k.bs END
+             AS bytes,
            CASE WHEN x.amname = 'btree' AND x.indisvalid AND x.reltuples >= 0 AND x.table_reltuples >= 0
                      AND x.relpages > 0 AND NOT w.has_name AND (w.nstats = w.ncols OR x.reltuples = 0)
            THEN greatest(
@@ -150,16 +166,25 @@ WITH
     FROM idx x
     CROSS JOIN consts k
     LEFT JOIN idxw w ON w.idxid = x.idxid
+    LEFT JOIN locked lk ON lk.relid = x.idxid
   ),
   isize AS (
-    SELECT lf.relid, sum(lf.bytes) AS bytes, sum(lf.bloat) AS bloat FROM ileaf lf GROUP BY lf.relid
+    SELECT lf.relid, sum(lf.bytes) AS bytes, sum(lf.bloat) AS bloat, bool_or(lf.locked) AS locked
+    FROM ileaf lf GROUP BY lf.relid
   ),
   heap AS (
     SELECT c.oid AS relid, c.relpages, c.reltuples::float8 AS reltuples,
            coalesce(t.relpages, 0) AS toastpages, greatest(coalesce(t.reltuples, 0), 0)::float8 AS toasttuples,
-           pg_catalog.pg_relation_size(c.oid, 'main') + pg_catalog.pg_relation_size(c.oid, 'fsm')
-             + pg_catalog.pg_relation_size(c.oid, 'vm') + pg_catalog.pg_relation_size(c.oid, 'init') AS table_size,
-           coalesce(pg_catalog.pg_total_relation_size(t.oid), 0) AS toast_size,
+           CASE WHEN lk.relid IS NULL THEN
+             pg_catalog.pg_relation_size(c.oid, 'main') + pg_catalog.pg_relation_size(c.oid, 'fsm')
+             + pg_catalog.pg_relation_size(c.oid, 'vm') + pg_catalog.pg_relation_size(c.oid, 'init')
+           ELSE c.relpages * k.bs END AS table_size,
+           CASE WHEN t.oid IS NULL THEN 0
+           WHEN NOT tl.blocked THEN pg_catalog.pg_total_relation_size(t.oid)
+           ELSE (t.relpages + (SELECT coalesce(sum(ti.relpages), 0) FROM pg_catalog.pg_index i
+                               JOIN pg_catalog.pg_class ti ON ti.oid = i.indexrelid WHERE i.indrelid = t.oid)) * k.bs
+           END AS toast_size,
+           lk.relid IS NOT NULL OR coalesce(tl.blocked, false) OR coalesce(z.locked, false) AS locked,
            coalesce(z.bytes, 0) AS indexes_size, z.bloat AS index_bloat,
            coalesce((SELECT o.option_value::numeric FROM pg_catalog.pg_options_to_table(c.reloptions) o
                      WHERE o.option_name = 'fillfactor'), 100) AS ff,
@@ -173,6 +198,11 @@ WITH
     LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
     LEFT JOIN cols w ON w.relid = c.oid
     LEFT JOIN isize z ON z.relid = c.oid
+    LEFT JOIN locked lk ON lk.relid = c.oid
+    LEFT JOIN LATERAL (
+      SELECT EXISTS (SELECT 1 FROM locked k2 WHERE k2.relid = t.oid OR k2.relid IN (
+               SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid = t.oid)) AS blocked
+    ) tl ON t.oid IS NOT NULL
   ),
   heap_est AS (
     SELECT h.*,
@@ -190,7 +220,7 @@ WITH
     SELECT p.tableid,
            sum(h.table_size) AS table_bytes, sum(h.toast_size) AS toast_bytes,
            sum(h.indexes_size) AS index_bytes, sum(h.bloat) AS bloat_bytes, sum(h.index_bloat) AS index_bloat_bytes,
-           sum(h.reltuples) FILTER (WHERE h.reltuples >= 0) AS row_estimate
+           sum(h.reltuples) FILTER (WHERE h.reltuples >= 0) AS row_estimate, bool_or(h.locked) AS locked
     FROM parts p JOIN heap_est h ON h.relid = p.relid
     GROUP BY p.tableid
   ),
@@ -205,7 +235,8 @@ WITH
   ),
   ilisted AS (
     SELECT i.indrelid AS tableid, l.relname AS tablename, l.nspname AS schemaname, i.indexrelid AS idxid,
-           ci.relname, ci.relkind, am.amname, i.indisunique, i.indisprimary, i.indisvalid, i.indnatts, sp.spcname
+           ci.relname, ci.relkind, am.amname, i.indisunique, i.indisprimary, i.indisvalid, i.indnatts, sp.spcname,
+           EXISTS (SELECT 1 FROM locked k WHERE k.relid IN (i.indexrelid, i.indrelid)) AS locked
     FROM listed l
     JOIN pg_catalog.pg_index i ON i.indrelid = l.oid
     JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
@@ -213,13 +244,17 @@ WITH
     LEFT JOIN pg_catalog.pg_tablespace sp ON sp.oid = ci.reltablespace
     WHERE %(details)s
   ),
+  itree (idxid, leaf) AS (
+    SELECT il.idxid, h.inhrelid FROM ilisted il JOIN pg_catalog.pg_inherits h ON h.inhparent = il.idxid
+    WHERE il.relkind = 'I'
+    UNION ALL
+    SELECT t.idxid, h.inhrelid FROM itree t JOIN pg_catalog.pg_inherits h ON h.inhparent = t.leaf
+  ),
   -- the indexes with storage each listed index is made of
   imembers AS (
     SELECT il.idxid, il.idxid AS leaf FROM ilisted il WHERE il.relkind <> 'I'
     UNION ALL
-    SELECT il.idxid, t.relid
-    FROM ilisted il CROSS JOIN LATERAL pg_catalog.pg_partition_tree(il.idxid) t
-    WHERE il.relkind = 'I' AND t.isleaf
+    SELECT t.idxid, t.leaf FROM itree t JOIN pg_catalog.pg_class c ON c.oid = t.leaf WHERE c.relkind = 'i'
   ),
   ifig AS (
     SELECT m.idxid, sum(lf.bytes) AS bytes, sum(lf.bloat) AS bloat,
@@ -233,7 +268,8 @@ WITH
     SELECT il.tableid,
            pg_catalog.json_agg(pg_catalog.json_build_object(
              'name', il.relname, 'indexrelname', il.relname, 'tablename', il.tablename,
-             'schemaname', il.schemaname, 'def', pg_catalog.pg_get_indexdef(il.idxid),
+             'schemaname', il.schemaname, 'locked', il.locked,
+             'def', CASE WHEN NOT il.locked THEN pg_catalog.pg_get_indexdef(il.idxid) END,
              'type', il.amname, 'indisunique', il.indisunique, 'indisprimary', il.indisprimary,
              'indisvalid', il.indisvalid, 'number_of_columns', il.indnatts, 'tablespace', il.spcname,
              'total_bytes', coalesce(f.bytes, 0)::bigint, 'bloat_bytes', f.bloat::bigint,
@@ -291,6 +327,7 @@ SELECT l.oid AS relid, l.nspname AS schemaname, l.relname, l.relkind,
        ts.bloat_bytes::bigint AS bloat_bytes,
        ts.index_bloat_bytes::bigint AS index_bloat_bytes,
        ts.row_estimate,
+       coalesce(ts.locked, false) AS locked,
        ij.indexes,
        st.seq_scan, st.seq_tup_read, st.idx_scan, st.idx_tup_fetch, st.n_tup_ins, st.n_tup_upd, st.n_tup_del,
        st.n_tup_hot_upd, st.n_live_tup, st.n_dead_tup, st.n_mod_since_analyze, st.last_vacuum, st.last_autovacuum,

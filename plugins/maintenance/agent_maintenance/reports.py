@@ -74,6 +74,7 @@ def table_entry(row: dict[str, Any]) -> dict[str, Any]:
         "kind": KINDS[row["relkind"]],
         "n_indexes": int(row["n_indexes"]),
         "n_partitions": int(row["n_partitions"]),
+        "locked": row["locked"],
         "row_estimate": None if row["row_estimate"] is None else float(row["row_estimate"]),
         "table_bytes": int(row["table_bytes"]),
         "toast_bytes": int(row["toast_bytes"]),

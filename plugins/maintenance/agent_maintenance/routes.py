@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+import psycopg2.errors
+
 from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
 from agent_core.hookspecs import Route
 from agent_core.http import Request
@@ -63,11 +65,14 @@ def exact_names(request: Request, pattern: str, params: dict[str, Any]) -> dict[
 @contextlib.contextmanager
 def database(request: Request, dbname: str) -> Iterator[Any]:
     """A pooled connection to ``dbname``; 404 when it does not exist (403 when
-    the role may not connect, 409 when it accepts no connection)."""
+    the role may not connect, 409 when it accepts no connection, 504 when a
+    statement exceeds the core's statement_timeout)."""
     agent = request.agent
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
+    except psycopg2.errors.QueryCanceled:
+        raise HTTPError(504, f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
     except PostgresUnavailable:
         rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
         if not rows:
@@ -107,7 +112,7 @@ def get_instance(request: Request) -> dict[str, Any]:
     (connectable, not a template): sizes of tables, indexes and TOAST, counts,
     bloat estimates.
 
-    200; 401 bad session or key; 406 malformed session; 503 PostgreSQL down.
+    200; 401 bad session or key; 406 malformed session; 503 PostgreSQL down; 504 too slow.
     """
     agent = request.agent
     entries = []
@@ -127,7 +132,7 @@ def get_database(request: Request, dbname: str) -> dict[str, Any]:
     schemas left out) and the database's size.
 
     200; 401; 403 the role may not connect; 404 unknown database; 406;
-    409 database not accepting connections; 503.
+    409 database not accepting connections; 503; 504.
     """
     with database(request, dbname) as conn:
         schemas = [r["nspname"] for r in queries.fetch(conn, queries.SCHEMAS)]
@@ -140,7 +145,7 @@ def get_schema(request: Request, dbname: str, schema: str) -> dict[str, Any]:
     """GET /maintenance/<dbname>/schema/<schema>: its tables and indexes with
     sizes, bloat estimates and usage, and its size.
 
-    200; 401; 403; 404 unknown database or schema; 406; 409; 503.
+    200; 401; 403; 404 unknown database or schema; 406; 409; 503; 504.
     """
     with database(request, dbname) as conn:
         found = _lookup(conn, dbname, schema)
@@ -153,7 +158,7 @@ def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[st
     fillfactor, row estimate, usage counters and timestamps of
     ``pg_stat_all_tables``, and the table's indexes.
 
-    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503.
+    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503; 504.
     """
     with database(request, dbname) as conn:
         found = _lookup(conn, dbname, schema, table)

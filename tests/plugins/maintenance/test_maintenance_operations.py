@@ -271,6 +271,8 @@ def test_cancel_a_running_vacuum_full(start_agent: Any, slow_db: str, pg_cluster
     assert running["progress"]["relation"] == "public.slowt"
     waiting = operation(api, "analyze", queued)
     assert waiting["status"] == "doing" and "waiting" in waiting["progress"]["phase"]  # max_operations = 1
+    shown = api.get(path(slow_db, "schema", "public", "table", "slowt"))  # does not wait for VACUUM FULL's lock
+    assert shown.status == 200 and shown.json()["locked"] is True
 
     res = api.delete(f"/maintenance/vacuum/{full}")
     assert (res.status, res.json()) == (200, {"response": "ok"})

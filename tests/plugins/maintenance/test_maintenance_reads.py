@@ -4,6 +4,7 @@ tables, bloat estimates that follow real bloat, 404s, names with any character."
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timezone
 from typing import Any
@@ -359,3 +360,31 @@ def test_without_select_privilege_bloat_is_null(start_agent: Any, role: str, db:
     pg_cluster.execute(sql.SQL("GRANT SELECT ON p TO {}").format(sql.Identifier(role)), dbname=db)
     got = get(api, db, "schema", "public", "table", "p")
     assert got["bloat_bytes"] is not None and got["indexes"][0]["bloat_bytes"] is not None
+
+
+def test_tables_locked_by_another_session_do_not_block_reads(api: Any, reads_db: str, hold: Any) -> None:
+    """A VACUUM FULL (or LOCK TABLE) holds ACCESS EXCLUSIVE: measuring the table
+    would wait for it. Its sizes then come from the catalog, flagged ``locked``."""
+    hold(reads_db, "BEGIN; LOCK TABLE s2.t, s2.parted_2 IN ACCESS EXCLUSIVE MODE", autocommit=True)
+    started = time.monotonic()
+    table = get(api, reads_db, "schema", "s2", "table", "t")
+    schema = get(api, reads_db, "schema", "s2")
+    parted = get(api, reads_db, "schema", "public", "table", "parted")
+    get(api, reads_db)
+    get(api)
+    assert time.monotonic() - started < 5  # [postgresql] statement_timeout is 30 s
+    assert table["locked"] is True and table["total_bytes"] > 0
+    assert table["indexes"][0]["locked"] is True and table["indexes"][0]["def"] is None
+    assert {t["name"]: t["locked"] for t in schema["tables"]} == {"t": True, "parted_2": True}
+    assert parted["locked"] is True and parted["total_bytes"] > 0
+    free = get(api, reads_db, "schema", "s1", "table", "t")
+    assert free["locked"] is False and all(i["def"] for i in free["indexes"])
+
+
+def test_a_read_waiting_past_statement_timeout_is_504(start_agent: Any, db: str, hold: Any) -> None:
+    api = start_agent(postgresql={"statement_timeout": 1}).login()
+    assert get(api, db)["name"] == db
+    hold(db, "BEGIN; LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE MODE", autocommit=True)
+    res = api.get(path(db))
+    assert res.status == 504, res
+    assert db in res.json()["error"] and "statement_timeout" in res.json()["error"]
