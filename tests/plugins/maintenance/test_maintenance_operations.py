@@ -171,6 +171,32 @@ def test_database_wide_operations(api: Client, databases: Any, pg_cluster: Any) 
     assert [e["id"] for e in listed] == [reindex["id"]]
 
 
+def test_every_operation_route_takes_awkward_names(api: Client, databases: Any, pg_cluster: Any) -> None:
+    db = databases.create('Wé "db"/%2F', OPS_SETUP)
+    schema = (db, "schema", WEIRD_SCHEMA)
+    table = (*schema, "table", WEIRD_TABLE)
+    index = WEIRD_INDEX
+    ran = {
+        verb: [run(api, path(db, verb), verb), run(api, path(*table, verb), verb)]
+        for verb in ("vacuum", "analyze", "reindex")
+    }
+    ran["reindex"].append(run(api, path(*schema, "index", index, "reindex"), "reindex"))
+    for verb, entries in ran.items():
+        assert [e["status"] for e in entries] == ["done"] * len(entries), entries
+        ids = [e["id"] for e in entries]
+        assert [e["id"] for e in api.get(path(db, verb, "scheduled")).json()] == ids
+        assert [e["id"] for e in api.get(path(*table, verb, "scheduled")).json()] == [ids[1]]
+    reindexes = [e["id"] for e in ran["reindex"]]
+    assert [e["id"] for e in api.get(path(*schema, "reindex", "scheduled")).json()] == reindexes[1:]
+    alias = path(*schema, index, "table", WEIRD_TABLE, "reindex", "scheduled")
+    assert [e["id"] for e in api.get(alias).json()] == reindexes[1:]
+    assert ran["reindex"][2]["index"] == WEIRD_INDEX and ran["vacuum"][1]["table"] == WEIRD_TABLE
+    seen = stats(pg_cluster, db, WEIRD_SCHEMA, WEIRD_TABLE)
+    assert seen["vacuum_count"] == 2 and seen["analyze_count"] == 2  # database-wide and table
+    pending = submit(api, path(*table, "analyze"), {"datetime": FAR})
+    assert api.delete(f"/maintenance/analyze/{pending}").json() == {"response": "ok"}
+
+
 def test_request_bodies_are_validated(api: Client, ops_db: str) -> None:
     table = path(ops_db, "schema", "s1", "table", "t")
     for mode in (None, "", "full", "freeze", "analyze", "full,analyze", " full , freeze,analyze"):
@@ -235,6 +261,8 @@ def test_unknown_targets_are_404_naming_them(api: Client, ops_db: str) -> None:
 
 def test_scheduled_operations_run_at_their_time_unless_canceled(api: Client, ops_db: str, pg_cluster: Any) -> None:
     at = later(2)
+    node = filenode(pg_cluster, ops_db, "s1", "t_v")
+    reindex = submit(api, path(ops_db, "schema", "s1", "index", "t_v", "reindex"), {"datetime": at})
     runs = submit(api, path(ops_db, "schema", "s1", "table", "t", "vacuum"), {"datetime": at})
     canceled = submit(api, path(ops_db, "schema", "s2", "table", "t", "vacuum"), {"datetime": at})
     analyze = submit(api, path(ops_db, "schema", "s2", "table", "t", "analyze"), {"datetime": at})
@@ -253,7 +281,9 @@ def test_scheduled_operations_run_at_their_time_unless_canceled(api: Client, ops
     done = wait_status(api, "vacuum", runs, timeout=20)
     assert done["status"] == "done" and done["started_at"] >= at
     assert wait_status(api, "analyze", analyze)["status"] == "done"
+    assert wait_status(api, "reindex", reindex)["status"] == "done"
     assert stats(pg_cluster, ops_db, "s1", "t")["last_vacuum"] is not None
+    assert filenode(pg_cluster, ops_db, "s1", "t_v") != node  # rebuilt at its time
     s2 = stats(pg_cluster, ops_db, "s2", "t")
     assert s2["last_analyze"] is not None and s2["last_vacuum"] is None  # the canceled one never ran
     assert operation(api, "vacuum", canceled)["status"] == "canceled"  # finished operations stay listed
