@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 from .sizes import pretty
@@ -60,7 +59,8 @@ def _with_sizes(entry: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 def index_entry(item: dict[str, Any]) -> dict[str, Any]:
-    entry = {k: (int(v) if isinstance(v, Decimal) else v) for k, v in item.items()}
+    """An index as :data:`queries.RELATIONS` gives it (JSON), with its sizes."""
+    entry = dict(item)
     entry["total_size"] = pretty(entry["total_bytes"])
     entry["bloat_size"] = pretty(entry["bloat_bytes"])
     return entry

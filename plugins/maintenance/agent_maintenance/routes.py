@@ -219,7 +219,7 @@ def _poster(verb: str, level: str) -> Callable[..., dict[str, str]]:
     doc = (
         f'POST {level}/{verb} {body}: schedule a {what} (now when datetime is absent or past) -> {{"id": ...}}.\n\n'
         f"    200; 400 body not a JSON object; 401; 403; 404 unknown database, schema, table or index;\n"
-        f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large; 503.\n"
+        f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large; 503; 504.\n"
     )
 
     def view(
@@ -250,7 +250,7 @@ def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., li
         f"GET {level}/{verb}/scheduled: the {verb} operations"
         + (f" filtered by exactly {', '.join(filters)}" if filters else "")
         + " (a JSON array; finished ones stay listed for the retention period).\n\n"
-        "    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503.\n"
+        "    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503; 504.\n"
     )
 
     def view(
