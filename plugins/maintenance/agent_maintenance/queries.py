@@ -108,16 +108,6 @@ WITH RECURSIVE
   ),
   rels AS (SELECT DISTINCT relid FROM parts),
   {{stats}},
-  cols AS (
-    SELECT a.attrelid AS relid, count(*) AS ncols, count(s.attnum) AS nstats,
-           bool_or(a.atttypid = 'pg_catalog.name'::pg_catalog.regtype) AS has_name,
-           coalesce(bool_or(s.null_frac > 0), false) AS has_nulls,
-           coalesce(sum((1 - s.null_frac) * s.avg_width), 0) AS datawidth
-    FROM rels r
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN stats s ON s.relid = a.attrelid AND s.attnum = a.attnum
-    GROUP BY a.attrelid
-  ),
   idx AS (
     SELECT i.indexrelid AS idxid, i.indrelid AS relid, i.indnatts, i.indkey, i.indisvalid,
            ci.relpages, ci.reltuples::float8 AS reltuples, ct.reltuples::float8 AS table_reltuples, am.amname,
@@ -129,25 +119,33 @@ WITH RECURSIVE
     JOIN pg_catalog.pg_class ct ON ct.oid = i.indrelid
     JOIN pg_catalog.pg_am am ON am.oid = ci.relam
   ),
-  -- where the statistics of each btree index column are: the table's column,
-  -- or the index's own for an expression
-  idxcols AS (
-    SELECT x.idxid,
-           CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.relid ELSE x.idxid END AS srelid,
-           CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.indkey[k.k - 1] ELSE k.k END AS sattnum
-    FROM idx x
-    CROSS JOIN LATERAL pg_catalog.generate_series(1, x.indnatts) AS k(k)
-    WHERE x.amname = 'btree'
+  -- the columns whose widths make a tuple, and where their statistics are:
+  -- a table's own columns; a btree index's key columns, the table's column
+  -- or, for an expression, the index's own
+  colrefs AS (
+    SELECT a.attrelid AS relid, a.attrelid AS srelid, a.attnum AS sattnum, a.atttypid
+    FROM rels r
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT c.idxid, c.srelid, c.sattnum, a.atttypid
+    FROM (
+      SELECT x.idxid,
+             CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.relid ELSE x.idxid END AS srelid,
+             CASE WHEN x.indkey[k.k - 1] <> 0 THEN x.indkey[k.k - 1] ELSE k.k END AS sattnum
+      FROM idx x
+      CROSS JOIN LATERAL pg_catalog.generate_series(1, x.indnatts) AS k(k)
+      WHERE x.amname = 'btree'
+    ) c
+    LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.srelid AND a.attnum = c.sattnum
   ),
-  idxw AS (
-    SELECT ic.idxid, count(*) AS ncols, count(s.attnum) AS nstats,
-           coalesce(bool_or(a.atttypid = 'pg_catalog.name'::pg_catalog.regtype), false) AS has_name,
+  widths AS (
+    SELECT c.relid, count(*) AS ncols, count(s.attnum) AS nstats,
+           coalesce(bool_or(c.atttypid = 'pg_catalog.name'::pg_catalog.regtype), false) AS has_name,
            coalesce(bool_or(s.null_frac > 0), false) AS has_nulls,
            coalesce(sum((1 - s.null_frac) * s.avg_width), 0) AS datawidth
-    FROM idxcols ic
-    LEFT JOIN stats s ON s.relid = ic.srelid AND s.attnum = ic.sattnum
-    LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = ic.srelid AND a.attnum = ic.sattnum
-    GROUP BY ic.idxid
+    FROM colrefs c
+    LEFT JOIN stats s ON s.relid = c.srelid AND s.attnum = c.sattnum
+    GROUP BY c.relid
   ),
   -- every index with storage: its size (all forks) and, for btree, its bloat
   ileaf AS (
@@ -165,7 +163,7 @@ WITH RECURSIVE
            END AS bloat
     FROM idx x
     CROSS JOIN consts k
-    LEFT JOIN idxw w ON w.idxid = x.idxid
+    LEFT JOIN widths w ON w.relid = x.idxid
     LEFT JOIN locked lk ON lk.relid = x.idxid
   ),
   isize AS (
@@ -196,7 +194,7 @@ WITH RECURSIVE
     CROSS JOIN consts k
     JOIN pg_catalog.pg_class c ON c.oid = r.relid
     LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
-    LEFT JOIN cols w ON w.relid = c.oid
+    LEFT JOIN widths w ON w.relid = c.oid
     LEFT JOIN isize z ON z.relid = c.oid
     LEFT JOIN locked lk ON lk.relid = c.oid
     LEFT JOIN LATERAL (
