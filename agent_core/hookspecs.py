@@ -63,13 +63,16 @@ class Route:
     ``path``
         Absolute bottle path under the plugin's prefix: ``/<plugin>`` or
         ``/<plugin>/...``, with wildcards such as ``<db>`` or ``<id:re:[0-9a-f]{8}>``.
-        Wildcards match one path segment; values arrive URL-decoded.
+        Wildcards match one path segment; their values are percent-decoded
+        exactly once from the raw request target, so ``%2F`` is a slash inside
+        a value and ``%25`` a percent sign.
     ``view``
         ``view(request, **wildcards)`` where ``request`` is an
         :class:`agent_core.http.Request`. It returns a JSON-serialisable dict or
         list (answered 200) or raises :class:`agent_core.errors.HTTPError`.
-        Any other exception is a 500 with a generic message, the traceback
-        going to the log only.
+        A statement canceled by ``[postgresql] statement_timeout`` is a 504;
+        PostgreSQL unreachable a 503. Any other exception is a 500 with a
+        generic message, the traceback going to the log only.
     ``key``
         ``True`` if the agent key (``?key=`` or ``X-Pgwarden-Key``) is accepted
         instead of a session. A session is always accepted. Plugins cannot make

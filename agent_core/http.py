@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 import bottle
+import psycopg2.errors
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -117,7 +119,39 @@ def _authenticate(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> t
     return agent.auth.session_user(raw.get_header("X-Session")), "session"
 
 
-def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bool) -> Callable[..., Any]:
+_WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
+
+
+def exact_wildcards(environ: dict[str, Any], pattern: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Wildcard values percent-decoded exactly once from the raw request target.
+
+    cheroot decodes the path except ``%2F``, so ``a%2Fb`` (meaning ``a/b``) and
+    ``a%252Fb`` (meaning ``a%2Fb``) would reach a view alike; reading the raw
+    target keeps names with slashes or percent signs exact. Patterns whose
+    wildcards span several segments keep bottle's values.
+    """
+    target = environ.get("REQUEST_URI")
+    if not target:
+        return params
+    path = target.split("?", 1)[0]
+    if not path.startswith("/"):  # absolute-form target: http://host/path
+        path = urlsplit(path).path
+    segments = path.split("/")
+    pieces = pattern.split("/")
+    if len(segments) != len(pieces):
+        return params
+    out = dict(params)
+    for piece, segment in zip(pieces, segments):
+        match = _WILDCARD.match(piece)
+        if match and match.group(1) in out:
+            try:
+                out[match.group(1)] = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+            except (UnicodeError, ValueError):
+                raise HTTPError(400, "The request path is not valid percent-encoded UTF-8.") from None
+    return out
+
+
+def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bool, pattern: str) -> Callable[..., Any]:
     def wrapper(**params: Any) -> Any:
         raw = bottle.request
         try:
@@ -125,9 +159,13 @@ def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bo
                 username, how = None, None
             else:
                 username, how = _authenticate(agent, raw, key_allowed)
+            params = exact_wildcards(raw.environ, pattern, params)
             result = view(Request(agent, raw, username, how), **params)
         except HTTPError as e:
             return json_error(e.status, e.message, e.headers)
+        except psycopg2.errors.QueryCanceled:
+            limit = agent.config.postgresql["statement_timeout"]
+            return json_error(504, f"PostgreSQL took longer than statement_timeout ({limit} s) to answer.")
         except bottle.HTTPResponse:
             raise
         except Exception:
@@ -167,9 +205,9 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     app.config["json.enable"] = False
     app.default_error_handler = _error_handler  # type: ignore[method-assign]
     for route, public in core_routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public))
+        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public, route.path))
     for route in plugin_routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public=False))
+        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, False, route.path))
 
     return app
 

@@ -188,3 +188,36 @@ def test_pool_releases_idle_connections_so_databases_can_be_dropped(make_agent, 
     wait_for(lambda: not pg_cluster.execute("SELECT 1 FROM pg_stat_activity WHERE datname = 'pool_victim'"), timeout=10)
     pg_cluster.execute("DROP DATABASE pool_victim")  # no FORCE needed: the agent let go
     assert pg_cluster.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pg.own_pids),)) == []
+
+
+def test_wildcards_decoded_exactly_once(make_agent):
+    """%2F is a slash inside a value, %25 a percent sign; never a separator."""
+    import types
+
+    from agent_core.hookspecs import Route, hookimpl
+
+    @hookimpl
+    def agent_register_routes(agent):
+        return [Route("GET", "/names/<a>/x/<b>", lambda request, a, b: {"a": a, "b": b}, key=True)]
+
+    names = types.SimpleNamespace(agent_register_routes=agent_register_routes)
+    c = make_agent(plugins={"names": names}).login()
+    assert c.get("/names/a%2Fb/x/c%252Fd").json() == {"a": "a/b", "b": "c%2Fd"}
+    assert c.get("/names/%C3%A9t%C3%A9%20%22q%22/x/.").json() == {"a": 'été "q"', "b": "."}
+    res = c.get("/names/%FF/x/y")  # not UTF-8: a JSON client error, never a 500
+    assert res.status in (400, 404) and "error" in res.json()
+
+
+def test_statement_timeout_is_504(make_agent):
+    import types
+
+    from agent_core.hookspecs import Route, hookimpl
+
+    @hookimpl
+    def agent_register_routes(agent):
+        return [Route("GET", "/slow", lambda request: request.agent.postgres.query("SELECT pg_sleep(5)"), key=True)]
+
+    slow = types.SimpleNamespace(agent_register_routes=agent_register_routes)
+    c = make_agent(plugins={"slow": slow}, config={"postgresql": {"statement_timeout": 1}}).login()
+    assert_json_error(c.get("/slow"), 504, "statement_timeout (1 s)")
+    assert c.get("/discover").status == 200  # the pooled connection is still usable

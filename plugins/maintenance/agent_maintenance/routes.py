@@ -14,12 +14,10 @@ or :class:`psycopg2.sql.Identifier`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
 
 import psycopg2.errors
 
@@ -31,35 +29,10 @@ from agent_core.scheduler import Operation
 from . import queries, reports, tasks
 from .sizes import pretty
 
-_WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 # -- names, databases, targets --------------------------------------------------
-
-
-def exact_names(request: Request, pattern: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The path's wildcards decoded from the raw request target, so that an
-    encoded slash is part of a name instead of a separator."""
-    raw = request.raw.environ.get("REQUEST_URI")
-    if not raw:
-        return params
-    path = raw.split("?", 1)[0]
-    if not path.startswith("/"):  # absolute-form target: http://host/path
-        path = urlsplit(path).path
-    segments = path.split("/")
-    pieces = pattern.split("/")
-    if len(segments) != len(pieces):
-        return params
-    out = dict(params)
-    for piece, segment in zip(pieces, segments):
-        match = _WILDCARD.match(piece)
-        if match:
-            try:
-                out[match.group(1)] = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
-            except (UnicodeError, ValueError):
-                raise HTTPError(400, "The request path is not valid percent-encoded UTF-8.") from None
-    return out
 
 
 @contextlib.contextmanager
@@ -289,13 +262,9 @@ def _deleter(verb: str) -> Callable[..., dict[str, str]]:
 
 
 def route(method: str, pattern: str, view: Callable[..., Any]) -> Route:
-    """A route whose names are decoded exactly (see :func:`exact_names`)."""
-
-    @functools.wraps(view)
-    def named(request: Request, **params: Any) -> Any:
-        return view(request, **exact_names(request, pattern, params))
-
-    return Route(method, pattern, named, key=True)
+    """Every maintenance route accepts the agent key (as the reference lists).
+    The core decodes names exactly: ``%2F`` is a slash inside a name."""
+    return Route(method, pattern, view, key=True)
 
 
 DB = "/maintenance/<dbname>"
