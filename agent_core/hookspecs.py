@@ -117,7 +117,9 @@ class TaskType:
     ``abort``
         ``abort(operation, agent)``, called at start-up for each operation of
         this type found ``doing`` (the agent stopped while it ran), before it is
-        marked ``aborted``: clean up what it left behind.
+        marked ``aborted``: clean up what it left behind. It may return a list
+        of strings, kept as notices of the operation (what it cleaned up); if
+        it raises, the failure is logged and kept as a notice.
     ``interval``
         If set, seconds between runs of a recurring operation the core keeps
         scheduled by itself (with empty parameters, requested by ``agent``).
@@ -126,7 +128,7 @@ class TaskType:
     name: str
     run: Callable[[TaskContext], Any]
     cancel: Callable[[TaskContext], None] | None = None
-    abort: Callable[[Operation, Agent], None] | None = None
+    abort: Callable[[Operation, Agent], list[str] | None] | None = None
     interval: float | None = None
     description: str = ""
 

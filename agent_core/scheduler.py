@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ log = logging.getLogger("pgwarden.scheduler")
 STATUSES = ("todo", "doing", "done", "failed", "canceled", "aborted")
 FINISHED = ("done", "failed", "canceled", "aborted")
 _FILTERS = ("task", "dbname", "schema", "table", "index", "status")
+NOTICE_SAVE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,19 @@ class TaskContext:
     notices: list[str] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None
+    _saved_at: float = 0.0
 
     @property
     def params(self) -> dict[str, Any]:
         return self.operation.params
 
     def notice(self, text: str) -> None:
+        """Keep ``text`` with the operation; saved at most once a second while
+        it runs (so listings show them) and always when it ends."""
         self.notices.append(text.rstrip("\n"))
+        if time.monotonic() - self._saved_at >= NOTICE_SAVE_INTERVAL:
+            self._saved_at = time.monotonic()
+            self.scheduler._save(self.operation.id, notices=list(self.notices))
 
     def update_info(self, **values: Any) -> None:
         self.scheduler._update_info(self.operation.id, values)
@@ -339,6 +347,10 @@ class Scheduler:
             )
         return res.rowcount == 1
 
+    def _save(self, op_id: str, **values: Any) -> None:
+        with self.store.begin() as conn:
+            conn.execute(operations.update().where(operations.c.id == op_id).values(**values))
+
     def _update_info(self, op_id: str, values: dict[str, Any]) -> None:
         with self.store.begin() as conn:
             row = conn.execute(sa.select(operations.c.info).where(operations.c.id == op_id)).first()
@@ -349,12 +361,16 @@ class Scheduler:
     def _recover(self) -> None:
         for op in self.list(status="doing"):
             task = self.tasks.get(op.task)
+            notices = list(op.notices)
             if task is not None and task.abort is not None:
                 try:
-                    task.abort(op, self.agent)  # type: ignore[arg-type]
-                except Exception:
+                    notices += [str(n) for n in task.abort(op, self.agent) or []]  # type: ignore[arg-type]
+                except Exception as e:
                     log.exception("abort hook of %s failed for operation %s", op.task, op.id)
-            self._transition(op.id, "doing", "aborted", error="the agent stopped while the operation was running")
+                    notices.append(f"clean-up after the restart failed: {e}")
+            self._transition(
+                op.id, "doing", "aborted", error="the agent stopped while the operation was running", notices=notices
+            )
             log.warning("operation %s (%s) was running when the agent stopped: aborted", op.id, op.task)
         limit = now() - timedelta(seconds=self.grace)
         for op in self.list(status="todo"):

@@ -51,6 +51,7 @@ def make_probe() -> types.SimpleNamespace:
         return {"params": ctx.params}
 
     def run_blocking(ctx):
+        ctx.notice("NOTICE: waiting for release\n")
         ctx.update_info(marker="running")
         state.started.set()
         if not state.release.wait(30):
@@ -67,6 +68,7 @@ def make_probe() -> types.SimpleNamespace:
 
     def abort(op, agent):
         state.aborted.append(op.id)
+        return [f"cleaned up after {op.id}"]
 
     plugin = types.SimpleNamespace(state=state)
 

@@ -88,7 +88,9 @@ def test_cancel_running_operation(sched_agent, probe):
     s = scheduler(sched_agent)
     op_id = s.submit("probe.blocking")
     assert probe.state.started.wait(10)
-    assert s.get(op_id).info == {"marker": "running"}
+    running = s.get(op_id)
+    assert running.info == {"marker": "running"}
+    assert running.notices == ["NOTICE: waiting for release"]  # visible while it runs
     op = s.cancel(op_id)
     assert op.status == "canceled"
     assert "stopped on request" in op.error
@@ -170,6 +172,7 @@ def test_restart_keeps_todo_runs_missed_within_grace_aborts_late_and_doing(sched
     assert s.get("0000000c").status == "aborted"
     assert "running" in s.get("0000000c").error
     assert "0000000c" in probe.state.aborted
+    assert s.get("0000000c").notices == ["cleaned up after 0000000c"]
     late = s.get("0000000b")
     assert late.status == "aborted" and "grace" in late.error
     assert wait_for(lambda: s.get("0000000a").status == "done", timeout=10)
