@@ -315,33 +315,37 @@ def _drop_leftovers(conn: Any, scope: int | None, before: list[int], notice: Cal
             notice(f"pgwarden: dropped invalid index {shown} left by the interrupted REINDEX CONCURRENTLY")
 
 
-def abort(op: Operation, agent: Agent) -> None:
+def abort(op: Operation, agent: Agent) -> list[str]:
     """At start-up, for an operation that was running when the agent stopped
     abruptly: cancel its backend if it still runs, then drop what an
-    interrupted REINDEX CONCURRENTLY left."""
+    interrupted REINDEX CONCURRENTLY left. Returns what it did, kept as the
+    operation's notices (and logged)."""
+    done: list[str] = []
+
+    def say(line: str, level: int = logging.WARNING) -> None:
+        log.log(level, "operation %s: %s", op.id, line)
+        done.append(line)
+
     info = op.info or {}
     name = application_name(op.id)
     pid = info.get("backend_pid")
     if pid:
         deadline = time.monotonic() + ABORT_WAIT
         while _signal(agent, pid, name):
-            log.warning("operation %s: canceled its backend %s, still running after the agent stopped", op.id, pid)
+            if not done:
+                say(f"canceled its backend {pid}, still running after the agent stopped")
             if time.monotonic() > deadline:
-                log.error("operation %s: backend %s does not stop; leaving it", op.id, pid)
-                return
+                say(f"backend {pid} does not stop; leaving it", logging.ERROR)
+                return done
             time.sleep(0.2)
     if info.get("concurrently"):
         conn = agent.postgres.dedicated(op.dbname, name)
         try:
             _set_lock_timeout(conn, agent)
-            _drop_leftovers(
-                conn,
-                info.get("scope_relid"),
-                list(info.get("invalid_before") or []),
-                lambda line: log.warning("operation %s: %s", op.id, line),
-            )
+            _drop_leftovers(conn, info.get("scope_relid"), list(info.get("invalid_before") or []), say)
         finally:
             agent.postgres.release(conn)
+    return done
 
 
 # -- progress --------------------------------------------------------------------

@@ -415,6 +415,7 @@ def test_operation_running_when_the_agent_crashed_is_aborted_and_cleaned(
     restarted = start_agent(home=home)
     entry = operation(Keyed(restarted.url), "reindex", op_id)
     assert entry["status"] == "aborted" and "agent stopped" in entry["error"]
+    assert any("canceled its backend" in n for n in entry["notices"]), entry  # the clean-up is on record
     assert not active_backend(pg_cluster, op_id)
     assert invalid_indexes(pg_cluster, slow_db) == []
     assert filenode(pg_cluster, slow_db, "public", "slow_idx") is not None
