@@ -19,38 +19,20 @@ requests; stops by itself and removes everything it made.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import agent_activity.plugin
 import psycopg2.extensions
 import psycopg2.extras
+from _common import cluster_and_agent, ok, print_table, timed
+
+import agent_activity.plugin
 from agent_activity import service
 from agent_activity.queries import for_version
-
-from agent_core.auth import UsersFile
-from agent_core.testing import INSTALL_HINT, KEY, PASSWORD, Cluster, RunningAgent, agent_config, find_bindir
-
-
-def timed(fn, n):
-    """Median and p95 of ``n`` calls of ``fn``, in milliseconds."""
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
-
-
-def ok(res):
-    assert res.status == 200, res
-    return res
+from agent_core.testing import KEY
 
 
 def main() -> int:
@@ -58,30 +40,17 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=100, help="idle sessions to open (default 100)")
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement (default 200)")
     args = parser.parse_args()
-    bindir = find_bindir()
-    if bindir is None:
-        print(INSTALL_HINT, file=sys.stderr)
-        return 2
-    cluster = Cluster(bindir)
-    home = tempfile.mkdtemp(prefix="pgwarden-bench-")
-    running = None
-    conns = []
-    try:
-        cluster.init()
-        cluster.start()
-        UsersFile(f"{home}/users").set("alice", PASSWORD)
-        plugins = {"activity": agent_activity.plugin}
-        raw = agent_config(cluster, home, plugins, {"agent": {"log_level": "WARNING"}})
-        running = RunningAgent(raw, plugins, {})
+    with cluster_and_agent({"activity": agent_activity.plugin}) as bench:
+        conns = []
         for i in range(args.connections):
-            conn = cluster.connect()
+            conn = bench.connect()
             with conn.cursor() as cur:
                 cur.execute("SELECT %s AS idle_session", (i,))
             conns.append(conn)
         pids = [c.info.backend_pid for c in conns]
-        anon = running.client()
+        anon = bench.running.client()
         n = args.requests
-        activity = service.get(running.agent)
+        activity = service.get(bench.running.agent)
         time.sleep(activity.sampler.interval * 1.5)  # rates exist: the steady state
 
         listed = ok(anon.get(f"/activity?key={KEY}")).json()["rows"]
@@ -91,7 +60,7 @@ def main() -> int:
         timed(lambda: anon.get("/status"), 20)  # warm-up
         floor = timed(lambda: ok(anon.get("/status")), n)
 
-        direct = cluster.connect()
+        direct = bench.cluster.connect()
         q = for_version(direct.server_version)
         params = {"own": [], "idle": True, "limit": 500}
         with direct.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -111,26 +80,22 @@ def main() -> int:
         tick = timed(activity.sampler.tick, max(10, n // 10))
 
         print(f"{args.connections} idle sessions, {n} requests per line; {measured}/{len(listed)} rows with rates")
-        print(f"{'measurement':<40} {'median ms':>10} {'p95 ms':>8} {'x /status':>10} {'x SQL':>7}")
-        for name, (median, p95) in (
-            ("GET /status (HTTP floor)", floor),
-            ("listing SQL alone (SQL floor)", sql),
-            (f"psutil reading of {len(pids)} backends alone", proc),
-            ("GET /activity", get_activity),
-            ("GET /activity/waiting (no waits)", waiting),
-            ("GET /activity/blocking (no waits)", blocking),
-            ("background sample (sampler tick)", tick),
-        ):
-            print(f"{name:<40} {median:>10.2f} {p95:>8.2f} {median / floor[0]:>10.2f} {median / sql[0]:>7.2f}")
+        print_table(
+            "measurement",
+            [
+                ("GET /status (HTTP floor)", floor),
+                ("listing SQL alone (SQL floor)", sql),
+                (f"psutil reading of {len(pids)} backends alone", proc),
+                ("GET /activity", get_activity),
+                ("GET /activity/waiting (no waits)", waiting),
+                ("GET /activity/blocking (no waits)", blocking),
+                ("background sample (sampler tick)", tick),
+            ],
+            {"/status": floor, "SQL": sql},
+        )
         overhead = get_activity[0] - floor[0] - sql[0]
         per_row = overhead / len(listed) * 1000
         print(f"GET /activity above both floors: {overhead:.2f} ms median ({per_row:.0f} µs per row)")
-    finally:
-        for conn in conns:
-            conn.close()
-        if running is not None:
-            running.stop()
-        cluster.destroy()
     return 0
 
 

@@ -22,9 +22,7 @@ requests; stops by itself and removes everything it made.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "maintenance"))
 
+from _common import cluster_and_agent, ok, print_table, timed
+
 import agent_maintenance.plugin as maintenance_plugin
-from agent_core.auth import UsersFile
-from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
-from agent_core.testing import KEY, PASSWORD, RunningAgent, agent_config
+from agent_core.cluster import Cluster
+from agent_core.testing import KEY
 from agent_maintenance import queries
 
 DBNAME = "bench"
@@ -52,52 +51,26 @@ END $$
 """
 
 
-def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, default=500)
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args()
-    bindir = find_bindir()
-    if bindir is None:
-        print(INSTALL_HINT, file=sys.stderr)
-        return 2
-    cluster = Cluster(bindir)
-    home = tempfile.mkdtemp(prefix="pgwarden-bench-")
-    running = None
-    conn = None
-    try:
-        cluster.init()
-        cluster.start()
+
+    def setup(cluster: Cluster) -> None:
         cluster.execute(f"CREATE DATABASE {DBNAME}")
         t0 = time.perf_counter()
         cluster.execute(SETUP, {"tables": args.tables}, dbname=DBNAME)
         cluster.execute("ANALYZE", dbname=DBNAME)
         print(f"{args.tables} tables with 2 indexes each created in {time.perf_counter() - t0:.1f} s")
 
-        UsersFile(f"{home}/users").set("alice", PASSWORD)
-        plugins = {"maintenance": maintenance_plugin}
-        running = RunningAgent(agent_config(cluster, home, plugins, {"agent": {"log_level": "WARNING"}}), plugins, {})
-        client = running.client()
+    with cluster_and_agent({"maintenance": maintenance_plugin}, setup) as bench:
+        client = bench.running.client()
 
         def get(url: str) -> Callable[[], object]:
-            def call() -> object:
-                res = client.get(f"{url}?key={KEY}")
-                assert res.status == 200, res
-                return res
+            return lambda: ok(client.get(f"{url}?key={KEY}"))
 
-            return call
-
-        conn = cluster.connect(DBNAME)
+        conn = bench.connect(DBNAME)
         with conn.cursor() as cur:
             cur.execute("SELECT oid FROM pg_namespace WHERE nspname = 'public'")
             public = cur.fetchone()[0]
@@ -108,24 +81,20 @@ def main() -> int:
         n, light = args.requests, args.requests * 5
         get("/maintenance/bench/schema/public")()  # warm-up: catalog caches, pool
         timed(lambda: client.get("/status"), 20)
-        results = [
-            ("GET /status (floor)", timed(lambda: client.get("/status"), light)),
-            ("schema query alone (floor)", timed(raw, n)),
-            ("GET /maintenance/bench/schema/public", timed(get("/maintenance/bench/schema/public"), n)),
-            ("GET /maintenance/bench", timed(get("/maintenance/bench"), n)),
-            ("GET .../schema/public/table/t_1", timed(get("/maintenance/bench/schema/public/table/t_1"), light)),
-            ("GET /maintenance", timed(get("/maintenance"), n)),
-        ]
-        status_floor, query_floor = results[0][1][0], results[1][1][0]
-        print(f"{'route':<40} {'median ms':>10} {'p95 ms':>8} {'x /status':>10} {'x query':>8}")
-        for name, (median, p95) in results:
-            print(f"{name:<40} {median:>10.2f} {p95:>8.2f} {median / status_floor:>10.1f} {median / query_floor:>8.2f}")
-    finally:
-        if conn is not None:
-            conn.close()
-        if running is not None:
-            running.stop()
-        cluster.destroy()
+        status_floor = timed(lambda: client.get("/status"), light)
+        query_floor = timed(raw, n)
+        print_table(
+            "route",
+            [
+                ("GET /status (floor)", status_floor),
+                ("schema query alone (floor)", query_floor),
+                ("GET /maintenance/bench/schema/public", timed(get("/maintenance/bench/schema/public"), n)),
+                ("GET /maintenance/bench", timed(get("/maintenance/bench"), n)),
+                ("GET .../schema/public/table/t_1", timed(get("/maintenance/bench/schema/public/table/t_1"), light)),
+                ("GET /maintenance", timed(get("/maintenance"), n)),
+            ],
+            {"/status": status_floor, "query": query_floor},
+        )
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Run every benchmark in bench/ (files named *_bench.py), one after the other."""
+"""Run every benchmark in bench/ (files named *_bench.py), one after the other.
+
+Modules whose name starts with an underscore (``_common.py``: what the
+benchmarks share) are not benchmarks and are not run.
+"""
 
 import pathlib
 import subprocess
@@ -7,6 +11,8 @@ import sys
 here = pathlib.Path(__file__).resolve().parent
 status = 0
 for script in sorted(here.glob("*_bench.py")):
+    if script.name.startswith("_"):
+        continue
     print(f"== {script.name}", flush=True)
     status |= subprocess.run([sys.executable, str(script)], check=False).returncode
 sys.exit(status)
