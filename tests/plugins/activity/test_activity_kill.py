@@ -9,8 +9,8 @@ import psutil
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from agent_activity.store import kills
 
+from agent_activity.store import kills
 from agent_core.testing import KEY, wait_for
 
 
@@ -26,14 +26,14 @@ def records(agent, pid):
         return [r._asdict() for r in conn.execute(sa.select(kills).where(kills.c.pid == pid).order_by(kills.c.id))]
 
 
-def test_kill_terminates_a_real_backend_and_records_it(activity_agent, api, sessions):
-    victim = sessions.idle()
+def test_kill_terminates_a_real_backend_and_records_it(activity_agent, api, backends):
+    victim = backends.idle()
     pid = victim.info.backend_pid
     before = datetime.now(timezone.utc)
 
     assert kill(api, [pid]) == [{"pid": pid, "killed": True}]
 
-    assert sessions.gone(pid), "PostgreSQL 14+: terminated and waited for"
+    assert backends.gone(pid), "PostgreSQL 14+: terminated and waited for"
     with pytest.raises(psycopg2.OperationalError), victim.cursor() as cur:
         cur.execute("SELECT 1")
     assert pid not in {row["pid"] for row in api.get("/activity").json()["rows"]}
@@ -45,16 +45,16 @@ def test_kill_terminates_a_real_backend_and_records_it(activity_agent, api, sess
     assert (record["database"], record["username"]) == ("postgres", "postgres")
     assert before - timedelta(seconds=1) <= record["requested_at"] <= datetime.now(timezone.utc)
 
-    other = sessions.idle().info.backend_pid
+    other = backends.idle().info.backend_pid
     assert kill(api, [other], path="/activity/activity/kill") == [{"pid": other, "killed": True}]
-    assert sessions.gone(other)
+    assert backends.gone(other)
 
 
-def test_kill_several_and_duplicates(api, sessions):
-    first, second = sessions.idle().info.backend_pid, sessions.idle().info.backend_pid
+def test_kill_several_and_duplicates(api, backends):
+    first, second = backends.idle().info.backend_pid, backends.idle().info.backend_pid
     result = kill(api, [first, second, first])
     assert result == [{"pid": first, "killed": True}, {"pid": second, "killed": True}]
-    assert sessions.gone(first) and sessions.gone(second)
+    assert backends.gone(first) and backends.gone(second)
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def autovacuum_launcher(pg_cluster):
         wait_for(lambda: launcher() is None, timeout=15)
 
 
-def test_kill_refuses_what_is_not_a_client_backend(activity_agent, api, sessions, pg_cluster, autovacuum_launcher):
+def test_kill_refuses_what_is_not_a_client_backend(activity_agent, api, backends, pg_cluster, autovacuum_launcher):
     api.get("/activity")  # the agent now holds a pooled connection
     own = sorted(activity_agent.agent.postgres.own_pids)[0]
     by_type = dict(
@@ -88,7 +88,7 @@ def test_kill_refuses_what_is_not_a_client_backend(activity_agent, api, sessions
         )
     )
     checkpointer, bgworker = by_type["checkpointer"], by_type["logical replication launcher"]
-    postmaster = psutil.Process(sessions.idle().info.backend_pid).ppid()
+    postmaster = psutil.Process(backends.idle().info.backend_pid).ppid()
     not_postgres = os.getpid()
     no_such_pid = 2**31 - 1
     refused = [own, autovacuum_launcher, bgworker, checkpointer, postmaster, not_postgres, no_such_pid]
@@ -119,8 +119,8 @@ def test_kill_refuses_what_is_not_a_client_backend(activity_agent, api, sessions
     )
 
 
-def test_kill_needs_a_session(activity_agent, sessions):
-    pid = sessions.idle().info.backend_pid
+def test_kill_needs_a_session(activity_agent, backends):
+    pid = backends.idle().info.backend_pid
     anonymous = activity_agent.client()
     for path in ("/activity/kill", "/activity/activity/kill"):
         res = anonymous.post(f"{path}?key={KEY}", {"pids": [pid]})
@@ -129,7 +129,7 @@ def test_kill_needs_a_session(activity_agent, sessions):
         assert res.status == 406, res
         res = anonymous.post(path, {"pids": [pid]}, headers={"X-Session": "f" * 64})
         assert (res.status, res.json()) == (401, {"error": "Invalid session."})
-    assert not sessions.gone(pid), "the backend survived"
+    assert not backends.gone(pid), "the backend survived"
     assert records(activity_agent, pid) == []
 
 
@@ -156,10 +156,10 @@ def test_kill_malformed_bodies(api):
         assert (res.status, res.json()) == (406, {"error": "Parameter 'pids' is malformed."}), body
 
 
-def test_kill_body_not_json_or_as_the_temboard_ui_sends_it(api, sessions):
+def test_kill_body_not_json_or_as_the_temboard_ui_sends_it(api, backends):
     res = api.request("POST", "/activity/kill", body="pids=1", headers={"Content-Type": "application/json"})
     assert (res.status, res.json()) == (400, {"error": "Request body is not valid JSON."})
-    pid = sessions.idle().info.backend_pid
+    pid = backends.idle().info.backend_pid
     res = api.request(
         "POST",
         "/activity/kill",
@@ -182,13 +182,13 @@ def monitoring_role(pg_cluster, unique):
         pg_cluster.execute(f"DROP ROLE {name}")
 
 
-def test_least_privilege_role(make_agent, plugin, sessions, monitoring_role, unique):
+def test_least_privilege_role(make_agent, plugin, backends, monitoring_role, unique):
     """pg_monitor sees every session's query; pg_signal_backend terminates
     ordinary backends but not a superuser's, which is refused with PostgreSQL's reason."""
     running = make_agent(plugins={"activity": plugin}, config={"postgresql": {"user": monitoring_role}})
     api = running.login()
-    app = sessions.idle(f"SELECT 'app {unique}'", user=f"{monitoring_role}_app")
-    superuser = sessions.idle(f"SELECT 'superuser {unique}'")
+    app = backends.idle(f"SELECT 'app {unique}'", user=f"{monitoring_role}_app")
+    superuser = backends.idle(f"SELECT 'superuser {unique}'")
 
     rows = {row["pid"]: row for row in api.get("/activity").json()["rows"]}
     assert rows[superuser.info.backend_pid]["query"] == f"SELECT 'superuser {unique}'", "pg_read_all_stats"
@@ -197,5 +197,5 @@ def test_least_privilege_role(make_agent, plugin, sessions, monitoring_role, uni
     assert result[0]["killed"] is False
     assert "superuser" in result[0]["reason"], result
     assert result[1] == {"pid": app.info.backend_pid, "killed": True}
-    assert not sessions.gone(superuser.info.backend_pid)
-    assert sessions.gone(app.info.backend_pid)
+    assert not backends.gone(superuser.info.backend_pid)
+    assert backends.gone(app.info.backend_pid)

@@ -6,40 +6,24 @@ import re
 import time
 
 import psycopg2
+from activity_helpers import FIELDS, rows_by_pid
 
 from agent_core.testing import KEY, wait_for
 
-FIELDS = {
-    "pid",
-    "database",
-    "user",
-    "client",
-    "cpu",
-    "memory",
-    "read_s",
-    "write_s",
-    "iow",
-    "wait",
-    "duration",
-    "state",
-    "query",
-}
 RATE = re.compile(r"^[0-9]+\.[0-9]{2}[BKMGTPE]$")
 
 
-def rows_by_pid(client, path="/activity"):
-    res = client.get(path)
-    assert res.status == 200, res
-    assert set(res.json()) == {"rows"}
-    return {row["pid"]: row for row in res.json()["rows"]}
+def encoding(name):
+    """``CREATE DATABASE`` options for a database in encoding ``name``."""
+    return f"ENCODING '{name}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
 
 
-def test_lists_idle_and_active_client_backends(activity_agent, api, sessions, pg_cluster, unique):
-    sleeper = sessions.run(f"SELECT pg_sleep(60) AS sleeper_{unique}")
-    sessions.wait_state(sleeper.pid)
+def test_lists_idle_and_active_client_backends(activity_agent, api, backends, pg_cluster, unique):
+    sleeper = backends.run(f"SELECT pg_sleep(60) AS sleeper_{unique}")
+    backends.wait_state(sleeper.pid)
     time.sleep(0.3)  # the sleep has run for a while: it is the longest running query
-    tcp = sessions.idle(f"SELECT 'tcp {unique}'")
-    unix = sessions.idle(f"SELECT 'unix {unique}'", unix=True)
+    tcp = backends.idle(f"SELECT 'tcp {unique}'")
+    unix = backends.idle(f"SELECT 'unix {unique}'", unix=True)
 
     res = api.get("/activity")
     assert res.status == 200, res
@@ -74,8 +58,8 @@ def test_lists_idle_and_active_client_backends(activity_agent, api, sessions, pg
     assert not own & set(by_pid), "the agent's own connections are left out"
 
 
-def test_metrics_are_measured_once_sampled(api, sessions):
-    conn = sessions.idle()
+def test_metrics_are_measured_once_sampled(api, backends):
+    conn = backends.idle()
     pid = conn.info.backend_pid
 
     def measured():
@@ -89,8 +73,8 @@ def test_metrics_are_measured_once_sampled(api, sessions):
     assert RATE.match(row["read_s"]) and RATE.match(row["write_s"]), row  # tests run as root: /proc/<pid>/io readable
 
 
-def test_agent_key_is_accepted_for_the_listings(activity_agent, sessions):
-    pid = sessions.idle().info.backend_pid
+def test_agent_key_is_accepted_for_the_listings(activity_agent, backends):
+    pid = backends.idle().info.backend_pid
     anonymous = activity_agent.client()
     for path in ("/activity", "/activity/waiting", "/activity/blocking"):
         res = anonymous.get(f"{path}?key={KEY}")
@@ -109,8 +93,8 @@ def test_agent_key_is_accepted_for_the_listings(activity_agent, sessions):
     assert pid in {row["pid"] for row in anonymous.get(f"/activity?key={KEY}").json()["rows"]}
 
 
-def test_hundred_idle_connections(make_agent, plugin, activity_agent, api, sessions, unique):
-    conns = [sessions.idle(f"SELECT {i} AS idle_{unique}") for i in range(100)]
+def test_hundred_idle_connections(make_agent, plugin, activity_agent, api, backends, unique):
+    conns = [backends.idle(f"SELECT {i} AS idle_{unique}") for i in range(100)]
     pids = {conn.info.backend_pid for conn in conns}
 
     started = time.monotonic()
@@ -134,8 +118,8 @@ def test_hundred_idle_connections(make_agent, plugin, activity_agent, api, sessi
     small = make_agent(plugins={"activity": plugin}, config={"activity": {"limit": 5}}).login()
     assert len(small.get("/activity").json()["rows"]) == 5
 
-    sleeper = sessions.run(f"SELECT pg_sleep(60) AS busy_{unique}")
-    sessions.wait_state(sleeper.pid)
+    sleeper = backends.run(f"SELECT pg_sleep(60) AS busy_{unique}")
+    backends.wait_state(sleeper.pid)
     no_idle = make_agent(plugins={"activity": plugin}, config={"activity": {"show_idle": False}}).login()
     listed = rows_by_pid(no_idle)
     assert sleeper.pid in listed
@@ -143,50 +127,37 @@ def test_hundred_idle_connections(make_agent, plugin, activity_agent, api, sessi
     assert all(row["state"] != "idle" for row in listed.values())
 
 
-def test_query_text_in_another_encoding(activity_agent, api, sessions, pg_cluster, unique):
-    latin1, ascii_db = f"pgw_latin1_{unique}", f"pgw_ascii_{unique}"
-    pg_cluster.execute(f"CREATE DATABASE {latin1} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-    pg_cluster.execute(
-        f"CREATE DATABASE {ascii_db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-    )
-    try:
-        # The client sends UTF-8; PostgreSQL stores the query text in LATIN1.
-        cafe = sessions.idle(f"SELECT 'café {unique}'", dbname=latin1)
-        # SQL_ASCII stores the bytes as sent: not valid UTF-8.
-        raw = sessions.open(ascii_db)
-        raw.set_client_encoding("SQL_ASCII")
-        with raw.cursor() as cur:
-            cur.execute(b"SELECT 1 WHERE '\xff\xfe' <> '' -- " + unique.encode())
+def test_query_text_in_another_encoding(activity_agent, api, backends, databases, unique):
+    latin1 = databases.create("pgw_latin1", options=encoding("LATIN1"))
+    ascii_db = databases.create("pgw_ascii", options=encoding("SQL_ASCII"))
+    # The client sends UTF-8; PostgreSQL stores the query text in LATIN1.
+    cafe = backends.idle(f"SELECT 'café {unique}'", dbname=latin1)
+    # SQL_ASCII stores the bytes as sent: not valid UTF-8.
+    raw = backends.open(ascii_db)
+    raw.set_client_encoding("SQL_ASCII")
+    with raw.cursor() as cur:
+        cur.execute(b"SELECT 1 WHERE '\xff\xfe' <> '' -- " + unique.encode())
 
-        rows = rows_by_pid(api)
-        assert rows[cafe.info.backend_pid]["query"] == f"SELECT 'café {unique}'"
-        assert rows[cafe.info.backend_pid]["database"] == latin1
-        assert rows[raw.info.backend_pid]["query"] == f"SELECT 1 WHERE '\ufffd\ufffd' <> '' -- {unique}"
-    finally:
-        sessions.close()
-        for db in (latin1, ascii_db):
-            pg_cluster.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    rows = rows_by_pid(api)
+    assert rows[cafe.info.backend_pid]["query"] == f"SELECT 'café {unique}'"
+    assert rows[cafe.info.backend_pid]["database"] == latin1
+    assert rows[raw.info.backend_pid]["query"] == f"SELECT 1 WHERE '\ufffd\ufffd' <> '' -- {unique}"
 
 
-def test_plain_psycopg2_would_fail_on_those_bytes(sessions, pg_cluster, unique):
+def test_plain_psycopg2_would_fail_on_those_bytes(backends, databases):
     """Why the plugin fetches text as bytes: a UTF-8 reader of pg_stat_activity
     fails on the query text of a SQL_ASCII database with non-UTF-8 bytes."""
-    db = f"pgw_ascii_{unique}"
-    pg_cluster.execute(f"CREATE DATABASE {db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-    try:
-        raw = sessions.open(db)
-        raw.set_client_encoding("SQL_ASCII")
-        with raw.cursor() as cur:
-            cur.execute(b"SELECT 1 WHERE '\xff' <> ''")
-        reader = sessions.open("postgres")
-        with reader.cursor() as cur:
-            cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (raw.info.backend_pid,))
-            try:
-                cur.fetchall()
-            except (UnicodeDecodeError, psycopg2.DataError):
-                pass
-            else:  # pragma: no cover - would mean the workaround is useless
-                raise AssertionError("psycopg2 decoded invalid UTF-8")
-    finally:
-        sessions.close()
-        pg_cluster.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    db = databases.create("pgw_ascii", options=encoding("SQL_ASCII"))
+    raw = backends.open(db)
+    raw.set_client_encoding("SQL_ASCII")
+    with raw.cursor() as cur:
+        cur.execute(b"SELECT 1 WHERE '\xff' <> ''")
+    reader = backends.open("postgres")
+    with reader.cursor() as cur:
+        cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (raw.info.backend_pid,))
+        try:
+            cur.fetchall()
+        except (UnicodeDecodeError, psycopg2.DataError):
+            pass
+        else:  # pragma: no cover - would mean the workaround is useless
+            raise AssertionError("psycopg2 decoded invalid UTF-8")

@@ -3,30 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from activity_helpers import FIELDS, rows_by_pid
 
-LISTING_FIELDS = {
-    "pid",
-    "database",
-    "user",
-    "client",
-    "cpu",
-    "memory",
-    "read_s",
-    "write_s",
-    "iow",
-    "wait",
-    "duration",
-    "state",
-    "query",
-}
 LOCK_FIELDS = {"relation", "type", "mode"}
-
-
-def rows(client, path):
-    res = client.get(path)
-    assert res.status == 200, res
-    assert set(res.json()) == {"rows"}
-    return {row["pid"]: row for row in res.json()["rows"]}
 
 
 @pytest.fixture
@@ -39,18 +18,18 @@ def table(pg_cluster, unique):
     pg_cluster.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def test_row_lock_holder_and_blocked_update(api, sessions, table):
-    holder = sessions.open(autocommit=False)
+def test_row_lock_holder_and_blocked_update(api, backends, table):
+    holder = backends.open(autocommit=False)
     with holder.cursor() as cur:
         cur.execute(f"UPDATE {table} SET v = 1 WHERE id = 1")
-    update = sessions.run(f"UPDATE {table} SET v = 2 WHERE id = 1")
-    sessions.wait_state(update.pid, "active", "Lock")
+    update = backends.run(f"UPDATE {table} SET v = 2 WHERE id = 1")
+    backends.wait_state(update.pid, "active", "Lock")
     holder_pid = holder.info.backend_pid
 
-    waiting = rows(api, "/activity/waiting")
+    waiting = rows_by_pid(api, "/activity/waiting")
     assert set(waiting) == {update.pid}
     row = waiting[update.pid]
-    assert set(row) == LISTING_FIELDS | LOCK_FIELDS | {"blocked_by", "root_blockers"}
+    assert set(row) == FIELDS | LOCK_FIELDS | {"blocked_by", "root_blockers"}
     assert row["type"] == "transactionid"
     assert row["mode"] == "ShareLock"
     assert row["relation"] == "", "a transaction id lock is on no relation"
@@ -60,10 +39,10 @@ def test_row_lock_holder_and_blocked_update(api, sessions, table):
     assert row["blocked_by"] == [holder_pid]
     assert row["root_blockers"] == [holder_pid]
 
-    blocking = rows(api, "/activity/blocking")
+    blocking = rows_by_pid(api, "/activity/blocking")
     assert set(blocking) == {holder_pid}
     row = blocking[holder_pid]
-    assert set(row) == LISTING_FIELDS | LOCK_FIELDS | {"blocks", "blocked_by", "root"}
+    assert set(row) == FIELDS | LOCK_FIELDS | {"blocks", "blocked_by", "root"}
     assert row["state"] == "idle in transaction"
     assert row["type"] == "transactionid"
     assert row["mode"] == "ExclusiveLock"
@@ -74,28 +53,28 @@ def test_row_lock_holder_and_blocked_update(api, sessions, table):
     assert row["blocked_by"] == []
     assert row["root"] is True
 
-    listed = rows(api, "/activity")
+    listed = rows_by_pid(api, "/activity")
     assert listed[update.pid]["wait"] == "Y"
     assert listed[holder_pid]["wait"] == "N"
 
     holder.rollback()
     update.join()
     assert update.error is None
-    assert rows(api, "/activity/waiting") == {}
-    assert rows(api, "/activity/blocking") == {}
+    assert rows_by_pid(api, "/activity/waiting") == {}
+    assert rows_by_pid(api, "/activity/blocking") == {}
 
 
-def test_chain_of_three_shows_the_root_blocker(api, sessions, table):
-    a = sessions.open(autocommit=False)
-    b = sessions.open(autocommit=False)
+def test_chain_of_three_shows_the_root_blocker(api, backends, table):
+    a = backends.open(autocommit=False)
+    b = backends.open(autocommit=False)
     with a.cursor() as cur:
         cur.execute(f"UPDATE {table} SET v = 1 WHERE id = 1")
     with b.cursor() as cur:
         cur.execute(f"UPDATE {table} SET v = 1 WHERE id = 2")
-    b_waits = sessions.run(f"UPDATE {table} SET v = 2 WHERE id = 1", conn=b)  # B waits for A
-    sessions.wait_state(b_waits.pid, "active", "Lock")
-    c_waits = sessions.run(f"UPDATE {table} SET v = 3 WHERE id = 2")  # C waits for B
-    sessions.wait_state(c_waits.pid, "active", "Lock")
+    b_waits = backends.run(f"UPDATE {table} SET v = 2 WHERE id = 1", conn=b)  # B waits for A
+    backends.wait_state(b_waits.pid, "active", "Lock")
+    c_waits = backends.run(f"UPDATE {table} SET v = 3 WHERE id = 2")  # C waits for B
+    backends.wait_state(c_waits.pid, "active", "Lock")
     pa, pb, pc = a.info.backend_pid, b.info.backend_pid, c_waits.pid
 
     blocking = api.get("/activity/blocking").json()["rows"]
@@ -106,7 +85,7 @@ def test_chain_of_three_shows_the_root_blocker(api, sessions, table):
     assert root["state"] == "idle in transaction"
     assert middle["state"] == "active" and middle["wait"] == "Y"
 
-    waiting = rows(api, "/activity/waiting")
+    waiting = rows_by_pid(api, "/activity/waiting")
     assert set(waiting) == {pb, pc}
     assert waiting[pb]["blocked_by"] == [pa] and waiting[pb]["root_blockers"] == [pa]
     assert waiting[pc]["blocked_by"] == [pb] and waiting[pc]["root_blockers"] == [pa]
@@ -118,49 +97,43 @@ def test_chain_of_three_shows_the_root_blocker(api, sessions, table):
     assert b_waits.error is None and c_waits.error is None
 
 
-def test_lock_table_in_another_database(activity_agent, api, sessions, pg_cluster, unique):
-    db = f"pgw_lockdb_{unique}"
-    pg_cluster.execute(f"CREATE DATABASE {db}")
+def test_lock_table_in_another_database(activity_agent, api, backends, databases, pg_cluster):
+    db = databases.create("pgw_lockdb", setup='CREATE SCHEMA "Sales Dept"; CREATE TABLE "Sales Dept"."Orders" (id int)')
+    locker = backends.open(db, autocommit=False)
+    with locker.cursor() as cur:
+        cur.execute('SELECT \'"Sales Dept"."Orders"\'::regclass::oid')
+        oid = cur.fetchone()[0]
+        cur.execute('LOCK TABLE "Sales Dept"."Orders" IN ACCESS EXCLUSIVE MODE')
+    reader = backends.run('SELECT count(*) FROM "Sales Dept"."Orders"', dbname=db)
+    backends.wait_state(reader.pid, "active", "Lock")
+    locker_pid = locker.info.backend_pid
+
+    waiting = rows_by_pid(api, "/activity/waiting")[reader.pid]
+    assert waiting["database"] == db
+    assert waiting["relation"] == '"Sales Dept"."Orders"', "schema-qualified, quoted, from another database"
+    assert waiting["type"] == "relation"
+    assert waiting["mode"] == "AccessShareLock"
+    assert waiting["blocked_by"] == [locker_pid]
+
+    blocking = rows_by_pid(api, "/activity/blocking")[locker_pid]
+    assert blocking["relation"] == '"Sales Dept"."Orders"'
+    assert blocking["type"] == "relation"
+    assert blocking["mode"] == "AccessExclusiveLock"
+    assert blocking["blocks"] == [reader.pid]
+
+    # The agent resolved the name without keeping a connection to that database.
+    assert not pg_cluster.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> ALL(%s)", (db, [locker_pid, reader.pid])
+    )
+
+    # When the agent cannot connect to that database, the OID is shown instead.
+    pg_cluster.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
     try:
-        pg_cluster.execute('CREATE SCHEMA "Sales Dept"; CREATE TABLE "Sales Dept"."Orders" (id int)', dbname=db)
-        locker = sessions.open(db, autocommit=False)
-        with locker.cursor() as cur:
-            cur.execute('SELECT \'"Sales Dept"."Orders"\'::regclass::oid')
-            oid = cur.fetchone()[0]
-            cur.execute('LOCK TABLE "Sales Dept"."Orders" IN ACCESS EXCLUSIVE MODE')
-        reader = sessions.run('SELECT count(*) FROM "Sales Dept"."Orders"', dbname=db)
-        sessions.wait_state(reader.pid, "active", "Lock")
-        locker_pid = locker.info.backend_pid
-
-        waiting = rows(api, "/activity/waiting")[reader.pid]
-        assert waiting["database"] == db
-        assert waiting["relation"] == '"Sales Dept"."Orders"', "schema-qualified, quoted, from another database"
-        assert waiting["type"] == "relation"
-        assert waiting["mode"] == "AccessShareLock"
-        assert waiting["blocked_by"] == [locker_pid]
-
-        blocking = rows(api, "/activity/blocking")[locker_pid]
-        assert blocking["relation"] == '"Sales Dept"."Orders"'
-        assert blocking["type"] == "relation"
-        assert blocking["mode"] == "AccessExclusiveLock"
-        assert blocking["blocks"] == [reader.pid]
-
-        # The agent resolved the name without keeping a connection to that database.
-        assert not pg_cluster.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> ALL(%s)", (db, [locker_pid, reader.pid])
-        )
-
-        # When the agent cannot connect to that database, the OID is shown instead.
-        pg_cluster.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
-        try:
-            assert rows(api, "/activity/waiting")[reader.pid]["relation"] == str(oid)
-            assert rows(api, "/activity/blocking")[locker_pid]["relation"] == str(oid)
-        finally:
-            pg_cluster.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
-
-        locker.rollback()
-        reader.join()
-        assert reader.error is None
+        assert rows_by_pid(api, "/activity/waiting")[reader.pid]["relation"] == str(oid)
+        assert rows_by_pid(api, "/activity/blocking")[locker_pid]["relation"] == str(oid)
     finally:
-        sessions.close()
-        pg_cluster.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        pg_cluster.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+
+    locker.rollback()
+    reader.join()
+    assert reader.error is None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import agent_activity.plugin
 import psycopg2.extensions
 import psycopg2.extras
 import pytest
 import sqlalchemy as sa
+
+import agent_activity.plugin
 from agent_activity import queries
 from agent_activity.service import root_blockers
 from agent_activity.settings import OPTIONS
-
 from agent_core.agent import Agent
 from agent_core.config import RawConfig, SectionSchema, agent_schema, postgresql_schema, validate
 from agent_core.errors import StartupError

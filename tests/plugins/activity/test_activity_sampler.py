@@ -8,9 +8,9 @@ import time
 
 import psutil
 import pytest
+
 from agent_activity import service
 from agent_activity.sampler import UNKNOWN, Reading, Sampler, format_bytes
-
 from agent_core.testing import wait_for
 
 
@@ -31,8 +31,8 @@ def test_format_bytes(value, text):
     assert format_bytes(value) == text
 
 
-def test_a_first_reading_has_no_rate(sessions):
-    pid = sessions.idle().info.backend_pid
+def test_a_first_reading_has_no_rate(backends):
+    pid = backends.idle().info.backend_pid
     sampler = Sampler(0.2, lambda: [pid])
 
     first = sampler.measure([pid])[pid]
@@ -49,10 +49,10 @@ def test_a_first_reading_has_no_rate(sessions):
     assert later.read_s is not None and later.write_s is not None, "root reads /proc/<pid>/io"
 
 
-def test_cpu_of_a_busy_backend_against_an_idle_one(sessions):
-    idle = sessions.idle().info.backend_pid
-    busy = sessions.run("SELECT count(*) FROM generate_series(1, 2000000000)")
-    sessions.wait_state(busy.pid)
+def test_cpu_of_a_busy_backend_against_an_idle_one(backends):
+    idle = backends.idle().info.backend_pid
+    busy = backends.run("SELECT count(*) FROM generate_series(1, 2000000000)")
+    backends.wait_state(busy.pid)
     sampler = Sampler(0.5, lambda: [idle, busy.pid])
     sampler.tick()
     time.sleep(0.6)
@@ -61,8 +61,8 @@ def test_cpu_of_a_busy_backend_against_an_idle_one(sessions):
     assert metrics[idle].cpu < 5, metrics[idle]
 
 
-def test_a_reused_pid_never_inherits_counters(sessions):
-    pid = sessions.idle().info.backend_pid
+def test_a_reused_pid_never_inherits_counters(backends):
+    pid = backends.idle().info.backend_pid
     sampler = Sampler(0.2)
     now = sampler.read(pid)
     assert now.key == (pid, psutil.Process(pid).create_time())
@@ -75,8 +75,8 @@ def test_a_reused_pid_never_inherits_counters(sessions):
     assert sampler.measure([pid])[pid].cpu is not None
 
 
-def test_gone_processes_are_pruned(sessions):
-    stays, leaves = sessions.idle(), sessions.idle()
+def test_gone_processes_are_pruned(backends):
+    stays, leaves = backends.idle(), backends.idle()
     pids = [stays.info.backend_pid, leaves.info.backend_pid]
     sampler = Sampler(0.2, lambda: pids)
     sampler.tick()
@@ -87,11 +87,11 @@ def test_gone_processes_are_pruned(sessions):
     assert {pid for pid, _ in sampler.tracked()} == {pids[0]}
 
 
-def test_a_process_gone_between_sql_and_proc_keeps_its_row(activity_agent, sessions, unique):
+def test_a_process_gone_between_sql_and_proc_keeps_its_row(activity_agent, backends, unique):
     """The race of a request: the backend is listed by SQL, then exits before
     its /proc entry is read. Its row stays, with null metrics."""
     activity = service.get(activity_agent.agent)
-    victim = sessions.idle(f"SELECT 'leaving {unique}'")
+    victim = backends.idle(f"SELECT 'leaving {unique}'")
     pid = victim.info.backend_pid
     with activity.cursor() as (cur, q):
         cur.execute(q.backends, {"own": activity.own_pids(), "idle": True, "limit": 1000})
@@ -122,8 +122,8 @@ def test_a_process_that_is_not_postgres_gives_no_metrics():
     assert anything.memory is not None
 
 
-def test_background_thread_samples_and_survives_errors(sessions):
-    pid = sessions.idle().info.backend_pid
+def test_background_thread_samples_and_survives_errors(backends):
+    pid = backends.idle().info.backend_pid
     calls = []
 
     def pids():
