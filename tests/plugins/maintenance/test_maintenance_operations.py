@@ -335,13 +335,13 @@ def test_canceled_reindex_leaves_no_invalid_index(
         assert any("dropped invalid index" in n and "slow_idx_ccnew" in n for n in entry["notices"]), entry
 
 
-def test_failures_keep_their_error(start_agent: Any, ops_db: str, pg_cluster: Any, hold: Any) -> None:
+def test_failures_keep_their_error(start_agent: Any, ops_db: str, pg_cluster: Any, backends: Any) -> None:
     api = start_agent(maintenance={"lock_timeout": 0.3}).login()
-    hold(ops_db, "BEGIN; LOCK TABLE s1.t IN ACCESS EXCLUSIVE MODE", autocommit=True)
+    backends.hold("BEGIN; LOCK TABLE s1.t IN ACCESS EXCLUSIVE MODE", dbname=ops_db)
     failed = run(api, path(ops_db, "schema", "s1", "table", "t", "vacuum"), "vacuum", {"mode": "full"})
     assert failed["status"] == "failed" and "lock timeout" in failed["error"], failed
     # a REINDEX CONCURRENTLY that fails after it built its new index drops it
-    hold(ops_db, "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1", autocommit=True)
+    backends.hold("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1", dbname=ops_db)
     node = filenode(pg_cluster, ops_db, "s2", "t_v")
     reindex = run(api, path(ops_db, "schema", "s2", "index", "t_v", "reindex"), "reindex")
     assert reindex["status"] == "failed" and "lock timeout" in reindex["error"], reindex

@@ -5,7 +5,6 @@ tables, bloat estimates that follow real bloat, 404s, names with any character."
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timezone
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from maintenance_helpers import WEIRD_INDEX, WEIRD_SCHEMA, WEIRD_TABLE, path, scalar
 from psycopg2 import sql
 
+from agent_core.testing import Databases
 from agent_maintenance.sizes import pretty
 
 READS_SETUP = sql.SQL(
@@ -71,13 +71,11 @@ WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
 @pytest.fixture(scope="module")
 def reads_db(pg_cluster: Any) -> Any:
     """One database for the read-only tests of this module (dropped at the end)."""
-    name = f'Wé "db"/%2F {uuid.uuid4().hex[:8]}'
-    pg_cluster.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    databases = Databases(pg_cluster)
     try:
-        pg_cluster.execute(READS_SETUP, dbname=name)
-        yield name
+        yield databases.create('Wé "db"/%2F', READS_SETUP)
     finally:
-        pg_cluster.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        databases.drop_all()
 
 
 def pg_sizes(cluster: Any, dbname: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -300,8 +298,8 @@ def test_names_with_any_character(api: Any, reads_db: str) -> None:
     assert res.status == 404, res
 
 
-def test_temporary_schemas_of_other_sessions_are_left_out(api: Any, reads_db: str, hold: Any) -> None:
-    held = hold(reads_db, "CREATE TEMP TABLE scratch (id int); INSERT INTO scratch VALUES (1)", autocommit=True)
+def test_temporary_schemas_of_other_sessions_are_left_out(api: Any, reads_db: str, backends: Any) -> None:
+    held = backends.hold("CREATE TEMP TABLE scratch (id int); INSERT INTO scratch VALUES (1)", dbname=reads_db)
     with held.conn.cursor() as cur:
         cur.execute("SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()")
         temp_schema = cur.fetchone()[0]
@@ -362,10 +360,10 @@ def test_without_select_privilege_bloat_is_null(start_agent: Any, role: str, db:
     assert got["bloat_bytes"] is not None and got["indexes"][0]["bloat_bytes"] is not None
 
 
-def test_tables_locked_by_another_session_do_not_block_reads(api: Any, reads_db: str, hold: Any) -> None:
+def test_tables_locked_by_another_session_do_not_block_reads(api: Any, reads_db: str, backends: Any) -> None:
     """A VACUUM FULL (or LOCK TABLE) holds ACCESS EXCLUSIVE: measuring the table
     would wait for it. Its sizes then come from the catalog, flagged ``locked``."""
-    hold(reads_db, "BEGIN; LOCK TABLE s2.t, s2.parted_2 IN ACCESS EXCLUSIVE MODE", autocommit=True)
+    backends.hold("BEGIN; LOCK TABLE s2.t, s2.parted_2 IN ACCESS EXCLUSIVE MODE", dbname=reads_db)
     started = time.monotonic()
     table = get(api, reads_db, "schema", "s2", "table", "t")
     schema = get(api, reads_db, "schema", "s2")
@@ -381,10 +379,10 @@ def test_tables_locked_by_another_session_do_not_block_reads(api: Any, reads_db:
     assert free["locked"] is False and all(i["def"] for i in free["indexes"])
 
 
-def test_a_read_waiting_past_statement_timeout_is_504(start_agent: Any, db: str, hold: Any) -> None:
+def test_a_read_waiting_past_statement_timeout_is_504(start_agent: Any, db: str, backends: Any) -> None:
     api = start_agent(postgresql={"statement_timeout": 1}).login()
     assert get(api, db)["name"] == db
-    hold(db, "BEGIN; LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE MODE", autocommit=True)
+    backends.hold("BEGIN; LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE MODE", dbname=db)
     res = api.get(path(db))
     assert res.status == 504, res
     assert db in res.json()["error"] and "statement_timeout" in res.json()["error"]
