@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import psutil
+import sqlalchemy as sa
 
 from . import __version__
 from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
-from .errors import HTTPError, StartupError
+from .errors import ConfigError, HTTPError, StartupError
 from .hookspecs import Route
 from .http import Middleware, Request, Server, build_app
 from .plugins import Plugins, installed, load_enabled
@@ -51,16 +52,45 @@ def load(
     """
     environ = os.environ if environ is None else environ
     enabled = enabled_plugins(raw, environ)
+    problems: list[str] = []
     if modules is None:
-        modules = load_enabled(enabled)
-        ignored = [name for name in installed() if name not in modules]
+        modules, problems = load_enabled(enabled)
+        # sections of plugins not loaded (disabled, or failed above) are not checked
+        ignored = [name for name in [*installed(), *enabled] if name not in modules]
     else:
         ignored = [name for name in raw.sections if name not in modules and name not in ("agent", "postgresql")]
         ignored = [name for name in ignored if name in installed()]
     plugins = Plugins(modules)
     schemas = [agent_schema(), postgresql_schema(), *plugins.config_schemas()]
-    config = validate(raw, schemas, environ, ignored_sections=ignored)
+    try:
+        config = validate(raw, schemas, environ, ignored_sections=ignored)
+    except ConfigError as e:
+        raise ConfigError(problems + e.problems) from None
+    if problems:
+        raise ConfigError(problems)
     return config, plugins
+
+
+def open_store(config: Config, connect: bool = False) -> Store:
+    """The operations store of ``config``; ConfigError naming the key when it
+    cannot be created (or, with ``connect``, reached)."""
+    key = "agent.store" if config.agent["store"] else "agent.home"
+    try:
+        store = Store(config.store_url())
+    except OSError as e:
+        raise ConfigError([f"{key}: cannot create the operations store: {e.strerror or e}"]) from None
+    if connect:
+        try:
+            store.check()
+        except (sa.exc.SQLAlchemyError, OSError) as e:
+            store.dispose()
+            raise ConfigError([f"{key}: cannot connect to {store.safe_url}: {_first_line(e)}"]) from None
+    return store
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 class Agent:
@@ -71,7 +101,7 @@ class Agent:
         self.version = __version__
         self.started_at = time.time()
         settings = config.agent
-        self.store = Store(config.store_url())
+        self.store = open_store(config)
         self.postgres = Postgres(config.postgresql)
         self.auth = Auth(
             self.store,
@@ -100,7 +130,12 @@ class Agent:
 
     def setup(self) -> None:
         """Create tables, register tasks and routes, run start-up hooks."""
-        self.store.create(*self.plugins.db_metadata())
+        metadata = self.plugins.db_metadata()
+        try:
+            self.store.create(*metadata)
+        except (sa.exc.SQLAlchemyError, OSError) as e:
+            key = "agent.store" if self.config.agent["store"] else "agent.home"
+            raise ConfigError([f"{key}: cannot connect to {self.store.safe_url}: {_first_line(e)}"]) from None
         for task in self.plugins.tasks(self):
             self.scheduler.register(task)
         routes = self.plugins.routes(self)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -31,6 +32,8 @@ import sqlalchemy as sa
 
 from .errors import HTTPError
 from .store import Store, now, sessions
+
+log = logging.getLogger("pgwarden.auth")
 
 SESSION_RE = re.compile(r"^[0-9a-f]{64}$")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -87,6 +90,9 @@ class UsersFile:
                         users[name] = encoded
         except FileNotFoundError:
             pass
+        except OSError as e:  # deny by default: no user can log in, and it is in the log
+            log.error("cannot read the users file %s: %s", self.path, e.strerror or e)
+            return {}
         return users
 
     def save(self, users: dict[str, str]) -> None:
@@ -99,6 +105,11 @@ class UsersFile:
                 for name in sorted(users):
                     f.write(f"{name}:{users[name]}\n")
             os.chmod(tmp, 0o600)
+            if os.geteuid() == 0:
+                # root editing the file of an agent that runs as another user
+                # (postgres under systemd): keep the file readable by that user
+                owner = os.stat(self.path if os.path.exists(self.path) else directory)
+                os.chown(tmp, owner.st_uid, owner.st_gid)
             os.replace(tmp, self.path)
         except BaseException:
             os.unlink(tmp)

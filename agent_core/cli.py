@@ -83,7 +83,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    _config, plugins = _load(args)
+    from .agent import open_store
+
+    config, plugins = _load(args)
+    open_store(config, connect=True).dispose()
     print(f"{_config_path(args)}: OK (plugins: {', '.join(plugins.names) or 'none'})")
     return 0
 
@@ -101,9 +104,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     found = installed()
     if not found:
         print("no plugin installed (entry-point group 'pgwarden')")
+    width = max([len(n) for n in found] + [6]) + 2
+    dist_width = max([len(f"{i.distribution} {i.version}") for i in found.values()] + [12]) + 2
     for name, info in sorted(found.items()):
         state = "enabled" if name in enabled else "disabled"
-        print(f"{name:<16} {info.distribution} {info.version:<10} {state}")
+        print(f"{name:<{width}}{info.distribution + ' ' + info.version:<{dist_width}}{state}")
     for name in enabled:
         if name not in found:
             print(f"{name:<16} (not installed)  enabled in the config", file=sys.stderr)
@@ -133,6 +138,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    args.users_file = args.action_users_file or args.users_file
+    args.stdin = args.action_stdin or args.stdin
     users = _users(args)
     if args.action == "list":
         for name in sorted(users.load()):
@@ -188,8 +195,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "check-config",
         help="validate the config file and plugins, then exit",
-        description="Validate the config file and the enabled plugins. Prints every problem "
-        "as section.key: reason and exits 1, or prints OK and exits 0.",
+        description="Validate the config file and the enabled plugins, and connect to the operations "
+        "store. Prints every problem as section.key: reason and exits 2, or prints OK and exits 0.",
     )
     s.set_defaults(func=cmd_check_config)
 
@@ -207,15 +214,23 @@ def parser() -> argparse.ArgumentParser:
         description="Manage API users. Passwords are read from a prompt, or from the first line "
         "of standard input when it is not a terminal (or with --stdin); never from arguments.",
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--users-file", dest="action_users_file", help="users file (default: [agent] users of the config)"
+    )
+    common.add_argument(
+        "--stdin", dest="action_stdin", action="store_true", help="read the password from standard input"
+    )
     s.add_argument("--users-file", help="users file (default: [agent] users of the config)")
     s.add_argument("--stdin", action="store_true", help="read the password from standard input")
     s.set_defaults(func=cmd_user)
     user_sub = s.add_subparsers(dest="action", metavar="ACTION")
     user_sub.required = True
+    # the options work before or after the action (merged in cmd_user)
     for action, text in (("add", "add a user"), ("passwd", "change a user's password"), ("delete", "delete a user")):
-        a = user_sub.add_parser(action, help=text, description=text.capitalize() + ".")
+        a = user_sub.add_parser(action, help=text, description=text.capitalize() + ".", parents=[common])
         a.add_argument("username")
-    user_sub.add_parser("list", help="list users", description="List user names.")
+    user_sub.add_parser("list", help="list users", description="List user names.", parents=[common])
 
     s = sub.add_parser(
         "demo",
@@ -248,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # an operator sees one line; the traceback goes to the log at DEBUG
+        log.debug("unexpected error", exc_info=True)
+        print(f"pgwarden: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

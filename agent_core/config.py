@@ -26,6 +26,8 @@ from .errors import ConfigError
 from .hookspecs import Option
 
 ENV_PREFIX = "PGWARDEN_"
+#: Environment variables of pgwarden that are not config keys.
+ENV_NOT_KEYS = ("PGWARDEN_CONFIG", "PGWARDEN_TRACE_HOOKS")
 DEFAULT_CONFIG = "/etc/pgwarden/pgwarden.conf"
 
 
@@ -78,8 +80,10 @@ def agent_schema() -> SectionSchema:
         Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         Option("log_file", str, "stderr", "Log destination: stderr, syslog or a file path."),
         Option("scheduler_workers", int, 2, "Operations run at the same time.", validator=_positive),
-        Option("scheduler_grace", int, 300, "Seconds after its time an operation missed while down still runs."),
-        Option("scheduler_retention", int, 7 * 86400, "Seconds finished operations are kept."),
+        Option(
+            "scheduler_grace", int, 300, "Seconds after its time an operation missed while down still runs.", minimum=0
+        ),
+        Option("scheduler_retention", int, 7 * 86400, "Seconds finished operations are kept.", validator=_positive),
     ):
         s.add(opt)
     return s
@@ -174,10 +178,15 @@ class RawConfig:
         return cls(out)
 
     def get(self, section: str, key: str, environ: Mapping[str, str]) -> str | None:
-        env = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+        env = env_name(section, key)
         if env in environ:
             return environ[env]
         return self.sections.get(section, {}).get(key)
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable overriding ``section.key``."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
 class Config:
@@ -227,6 +236,52 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def _writable_dir(path: str) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable directory, or None."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{path!r} is not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"directory {path!r} is not writable"
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path!r}: {parent!r} is not a writable directory"
+    return None
+
+
+def _check_paths(agent: dict[str, Any]) -> list[str]:
+    """Problems with the state directory, the store URL and the log file."""
+    import sqlalchemy
+
+    problems = []
+    store = agent.get("store")
+    if store:
+        try:
+            url = sqlalchemy.engine.make_url(store)
+            url.get_dialect()
+        except Exception as e:
+            problems.append(f"agent.store: not a usable SQLAlchemy URL {store!r}: {e}")
+    uses_home = not store or not agent.get("users")
+    if uses_home and agent.get("home"):
+        reason = _writable_dir(agent["home"])
+        if reason:
+            problems.append(f"agent.home: {reason}")
+    log_file = agent.get("log_file")
+    if log_file and log_file not in ("stderr", "syslog"):
+        if os.path.isdir(log_file):
+            problems.append(f"agent.log_file: {log_file!r} is a directory")
+        elif os.path.exists(log_file):
+            if not os.access(log_file, os.W_OK):
+                problems.append(f"agent.log_file: {log_file!r} is not writable")
+        else:
+            reason = _writable_dir(os.path.dirname(os.path.abspath(log_file)))
+            if reason or not os.path.isdir(os.path.dirname(os.path.abspath(log_file))):
+                problems.append(f"agent.log_file: directory of {log_file!r} does not exist or is not writable")
+    return problems
+
+
 def validate(
     raw: RawConfig,
     schemas: Iterable[SectionSchema],
@@ -266,7 +321,20 @@ def validate(
             try:
                 values[name][key] = _check(option, _convert(option, text))
             except ValueError as e:
-                problems.append(f"{name}.{key}: {e}")
+                origin = f" (from {env_name(name, key)})" if env_name(name, key) in environ else ""
+                problems.append(f"{name}.{key}{origin}: {e}")
+
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in ENV_NOT_KEYS:
+            continue
+        for name, schema in by_name.items():
+            prefix = f"{ENV_PREFIX}{name.upper()}_"
+            if variable.startswith(prefix):
+                key = variable[len(prefix) :].lower()
+                if key not in schema.options and not any(
+                    variable.startswith(f"{ENV_PREFIX}{other.upper()}_") for other in by_name if len(other) > len(name)
+                ):
+                    problems.append(f"{name}.{key} (from {variable}): unknown key")
 
     agent = values.get("agent", {})
     if agent:
@@ -283,9 +351,7 @@ def validate(
                 f"agent.address: refusing plain HTTP on {agent['address']}: "
                 "set tls_cert and tls_key, or bind to 127.0.0.1"
             )
-        store = agent.get("store")
-        if store and "://" not in store:
-            problems.append(f"agent.store: not a SQLAlchemy URL: {store!r}")
+        problems += _check_paths(agent)
         if agent.get("session_idle") and agent.get("session_lifetime"):
             if agent["session_idle"] > agent["session_lifetime"]:
                 problems.append("agent.session_idle: must not exceed agent.session_lifetime")

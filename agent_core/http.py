@@ -104,19 +104,29 @@ def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
 def _authenticate(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str]:
     """The single authentication decision. Deny by default.
 
-    On a route that accepts the key, a key given (``?key=`` or a key header)
-    must be right (401 ``Invalid key.``) and is enough. Otherwise the
+    A valid ``X-Session`` is always enough. On a route that accepts the key,
+    a key given (``?key=`` or a key header) is enough when right, and 401
+    ``Invalid key.`` when wrong (unless the session is valid). Otherwise the
     ``X-Session`` header must hold a valid session (406 when missing or
     malformed, 401 when unknown or expired).
     """
+    session = raw.get_header("X-Session")
+    key = None
     if key_allowed:
         key = raw.query.get("key")  # type: ignore[attr-defined]
         if key is None:
             key = next((raw.get_header(h) for h in KEY_HEADERS if raw.get_header(h) is not None), None)
-        if key is not None:
-            agent.auth.key_ok(key)
-            return None, "key"
-    return agent.auth.session_user(raw.get_header("X-Session")), "session"
+    if key is None:
+        return agent.auth.session_user(session), "session"
+    if session is not None:
+        # clients such as the temboard UI send both: a valid session wins, so the
+        # user is known (and recorded) and a stale or absent key does not matter
+        try:
+            return agent.auth.session_user(session), "session"
+        except HTTPError:
+            pass
+    agent.auth.key_ok(key)
+    return None, "key"
 
 
 _WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
@@ -148,6 +158,9 @@ def exact_wildcards(environ: dict[str, Any], pattern: str, params: dict[str, Any
                 out[match.group(1)] = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
             except (UnicodeError, ValueError):
                 raise HTTPError(400, "The request path is not valid percent-encoded UTF-8.") from None
+    for name, value in out.items():
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL names cannot hold NUL: no such object
+            raise HTTPError(404, f"Not found: {name} {value!r} (names cannot contain NUL characters).")
     return out
 
 
@@ -169,7 +182,7 @@ def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bo
         except bottle.HTTPResponse:
             raise
         except Exception:
-            log.exception("unexpected error on %s %s", raw.method, raw.path)
+            log.exception("unexpected error on %s %s", raw.method, loggable(raw.path))
             return json_error(500, "Internal server error; see the agent's log.")
         if isinstance(result, bottle.HTTPResponse):
             return result
@@ -191,7 +204,9 @@ def _error_handler(error: bottle.HTTPError) -> str:
         message = "Request body too large."
     elif status >= 500:
         if error.traceback:
-            log.error("unexpected error on %s %s\n%s", bottle.request.method, bottle.request.path, error.traceback)
+            log.error(
+                "unexpected error on %s %s\n%s", bottle.request.method, loggable(bottle.request.path), error.traceback
+            )
         message = "Internal server error; see the agent's log."
     else:
         message = str(error.body) if error.body else bottle.HTTP_CODES.get(status, "Error")
@@ -213,10 +228,20 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
 
 
 def redact(query: str) -> str:
-    """The query string with the agent key's value replaced."""
-    if "key=" not in query:
+    """The query string with the agent key's value replaced (names compared
+    decoded: ``%6Bey`` is ``key`` to bottle too)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(k == "key" for k, _ in pairs):
         return query
-    return urlencode([(k, "REDACTED" if k == "key" else v) for k, v in parse_qsl(query, keep_blank_values=True)])
+    return urlencode([(k, "REDACTED" if k == "key" else v) for k, v in pairs])
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def loggable(text: str) -> str:
+    """``text`` with control characters escaped, so a request cannot forge log lines."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class Middleware:
@@ -233,12 +258,12 @@ class Middleware:
             [
                 ("Server", SERVER),
                 ("Access-Control-Allow-Origin", self.cors_origin),
-                ("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+                ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
                 ("Access-Control-Allow-Headers", ALLOWED_HEADERS),
                 ("Access-Control-Max-Age", "600"),
             ],
         )
-        access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), environ.get("PATH_INFO", ""))
+        access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), loggable(environ.get("PATH_INFO", "")))
         return []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -261,8 +286,9 @@ class Middleware:
         try:
             return self.app(environ, _start)  # type: ignore[no-any-return]
         finally:
-            query = environ.get("QUERY_STRING", "")
-            path = environ.get("PATH_INFO", "") + ("?" + redact(query) if query else "")
+            target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+            path, _, query = target.partition("?")
+            path = loggable(path + ("?" + redact(query) if query else ""))
             access_log.info(
                 '%s "%s %s" %s %.1fms',
                 environ.get("REMOTE_ADDR", "-"),

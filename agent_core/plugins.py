@@ -61,8 +61,14 @@ def installed() -> dict[str, Installed]:
     return out
 
 
-def load_enabled(enabled: list[str]) -> dict[str, Any]:
-    """Import exactly the enabled plugins; refuse start-up with a clear message."""
+def load_enabled(enabled: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Import exactly the enabled plugins.
+
+    Returns the modules that loaded and, as ``agent.plugins: ...`` problems,
+    the plugins that are not installed (naming the installed ones) or failed
+    to import (naming the plugin and its distribution), so that they are
+    reported together with every other configuration problem.
+    """
     available = installed()
     problems = []
     modules: dict[str, Any] = {}
@@ -80,11 +86,7 @@ def load_enabled(enabled: list[str]) -> dict[str, Any]:
                 f"agent.plugins: plugin {name!r} (distribution {info.distribution} {info.version}) "
                 f"failed to import: {type(e).__name__}: {e}"
             )
-    if problems:
-        from .errors import ConfigError
-
-        raise ConfigError(problems)
-    return modules
+    return modules, problems
 
 
 class Plugins:

@@ -97,6 +97,16 @@ class Store:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def check(self) -> None:
+        """Connect once (raises SQLAlchemyError or OSError when unusable)."""
+        with self.engine.connect():
+            pass
+
     def create(self, *extra: sa.MetaData) -> None:
         for md in (metadata, *extra):
             md.create_all(self.engine)

@@ -134,3 +134,39 @@ def test_public_routes_are_only_login_and_status(probe_agent):
     assert anon.get("/status").status == 200
     for path in ("/profile", "/logout", "/discover", "/probe/private", "/probe/items", "/probe/pg"):
         assert anon.get(path).status == 406, path
+
+
+def test_valid_session_wins_over_a_wrong_or_unconfigured_key(probe_agent, make_agent, probe):
+    """The temboard UI sends its key beside X-Session on every request."""
+    s = probe_agent.login()
+    res = s.get("/probe/hello?key=stale")
+    assert res.status == 200 and res.json() == {"hello": "alice", "auth": "session"}
+    res = s.get(f"/probe/hello?key={KEY}")  # both right: the user is known, not just "key"
+    assert res.json() == {"hello": "alice", "auth": "session"}
+    bad = Client(probe_agent.url, session="0" * 64)
+    assert bad.get(f"/probe/hello?key={KEY}").json() == {"hello": "key", "auth": "key"}
+    assert bad.get("/probe/hello?key=stale").json() == {"error": "Invalid key."}
+
+
+def test_unreadable_users_file_denies_logins(agent, tmp_path):
+    import os
+
+    path = agent.agent.config.users_path()
+    os.rename(path, path + ".moved")
+    os.mkdir(path)  # reading a directory fails: nobody can log in, no 500
+    res = agent.client().post("/login", {"username": "alice", "password": PASSWORD})
+    assert res.status == 401 and res.json() == {"error": "Invalid username/password."}
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root to change a file's owner")
+def test_root_editing_users_file_keeps_its_owner(tmp_path):
+    import os
+    import pwd
+
+    pg = pwd.getpwnam("postgres")
+    os.chown(tmp_path, pg.pw_uid, pg.pw_gid)
+    users = UsersFile(str(tmp_path / "users"))
+    users.set("alice", "x")  # new file: owned like its directory
+    assert os.stat(users.path).st_uid == pg.pw_uid
+    users.set("bob", "y")  # rewrite: keeps the owner
+    assert os.stat(users.path).st_uid == pg.pw_uid and os.stat(users.path).st_mode & 0o777 == 0o600

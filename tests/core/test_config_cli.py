@@ -89,7 +89,7 @@ def test_environment_overrides_file():
     assert config.postgresql["user"] == "monitor"
     with pytest.raises(ConfigError) as e:
         validate(raw, [agent_schema(), postgresql_schema()], environ={"PGWARDEN_AGENT_PORT": "x"})
-    assert e.value.problems == ["agent.port: expected an integer, got 'x'"]
+    assert e.value.problems == ["agent.port (from PGWARDEN_AGENT_PORT): expected an integer, got 'x'"]
 
 
 def test_plain_http_refused_off_loopback(tmp_path):
@@ -268,3 +268,45 @@ def test_bind_error_is_a_clear_startup_error(make_agent, tmp_path):
         port = s.getsockname()[1]
         with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}"):
             make_agent(config={"agent": {"port": port}})
+
+
+def test_missing_plugin_reported_with_every_other_problem(tmp_path, fake_plugins):
+    conf = write_conf(
+        tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good, nosuch\nport = x\n[good]\ncolor = green\n"
+    )
+    res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins)})
+    assert res.returncode == 2
+    assert "plugin 'nosuch' is not installed" in res.stderr
+    assert "agent.port: expected an integer" in res.stderr
+    assert "good.color: must be one of" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"PGWARDEN_AGENT_LOG_FILE": "/nonexistent/dir/x.log"}, "agent.log_file"),
+        ({"PGWARDEN_AGENT_STORE": "foo://x"}, "agent.store: not a usable SQLAlchemy URL"),
+        ({"PGWARDEN_AGENT_STORE": "postgresql+psycopg2://nobody@127.0.0.1:1/x"}, "agent.store: cannot connect"),
+        ({"PGWARDEN_AGENT_HOME": "/proc/nope"}, "agent.home"),
+        ({"PGWARDEN_AGENT_PORT": "x"}, "agent.port (from PGWARDEN_AGENT_PORT): expected an integer"),
+        ({"PGWARDEN_AGENT_PROTT": "1"}, "agent.prott (from PGWARDEN_AGENT_PROTT): unknown key"),
+        (
+            {"PGWARDEN_AGENT_SCHEDULER_GRACE": "-1"},
+            "agent.scheduler_grace (from PGWARDEN_AGENT_SCHEDULER_GRACE): must be at least 0",
+        ),
+    ],
+)
+def test_unusable_paths_and_urls_are_config_errors_not_tracebacks(tmp_path, env, expected):
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\n[postgresql]\nport = 5432\n")
+    for command in ("check-config", "serve"):
+        res = run_cli("-c", conf, command, env=env)
+        assert res.returncode == 2, (command, res.stdout, res.stderr)
+        assert expected in res.stderr, (command, res.stderr)
+        assert "Traceback" not in res.stderr
+
+
+def test_user_options_before_or_after_the_action(tmp_path):
+    users = str(tmp_path / "users")
+    assert run_cli("user", "add", "--stdin", "erin", "--users-file", users, input="pw\n").returncode == 0
+    assert run_cli("user", "list", "--users-file", users).stdout.split() == ["erin"]
+    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["erin"]

@@ -221,3 +221,25 @@ def test_statement_timeout_is_504(make_agent):
     c = make_agent(plugins={"slow": slow}, config={"postgresql": {"statement_timeout": 1}}).login()
     assert_json_error(c.get("/slow"), 504, "statement_timeout (1 s)")
     assert c.get("/discover").status == 200  # the pooled connection is still usable
+
+
+def test_key_redacted_whatever_its_encoding_and_log_lines_cannot_be_forged(probe_agent, caplog):
+    with caplog.at_level(logging.INFO, logger="pgwarden.access"):
+        assert probe_agent.client().get(f"/probe/hello?%6Bey={KEY}").status == 200
+        probe_agent.client().get("/nope%0D%0A2026-01-01%20INFO%20pgwarden.access:%20forged")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pgwarden.access"]
+    assert not any(KEY in line for line in lines), lines
+    assert not any("\n" in line or "\r" in line for line in lines)
+
+
+def test_nul_in_a_name_is_404_not_500(make_agent):
+    import types
+
+    from agent_core.hookspecs import Route, hookimpl
+
+    @hookimpl
+    def agent_register_routes(agent):
+        return [Route("GET", "/names/<a>", lambda request, a: {"a": a}, key=True)]
+
+    c = make_agent(plugins={"names": types.SimpleNamespace(agent_register_routes=agent_register_routes)}).login()
+    assert_json_error(c.get("/names/a%00b"), 404, "NUL")
