@@ -10,7 +10,7 @@ PLUGINS := $(wildcard plugins/*/setup.cfg) examples/hello/setup.cfg
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff mypy
+	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1
 	touch $@
 
 venv: $(VENV)/.installed
