@@ -27,7 +27,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -170,7 +169,6 @@ class Scheduler:
         self._stopping = False
         self._woken = False
         self._next_purge = 0.0
-        self.on_finished: list[Callable[[Operation], None]] = []
 
     # -- registration and lifecycle -----------------------------------
 
@@ -322,9 +320,6 @@ class Scheduler:
         if op.status in ("done", "failed"):
             raise Conflict(f"Operation {op_id!r} ended ({op.status}) before it could be canceled.")
         return op
-
-    def running_context(self, op_id: str) -> TaskContext | None:
-        return self._running.get(op_id)
 
     # -- internals -----------------------------------------------------
 
@@ -496,7 +491,3 @@ class Scheduler:
             self._cond.notify_all()
         if task.interval and not self._stopping:
             self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")
-        final = self.get(op.id)
-        for callback in self.on_finished:
-            if final is not None:
-                callback(final)
