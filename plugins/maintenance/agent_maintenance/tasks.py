@@ -21,11 +21,12 @@ the end of a failed run or, after a crash, in ``abort`` at the next start.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -52,6 +53,38 @@ ABORT_WAIT = 10.0
 FIRST_NORMAL_OID = 16384
 
 _slots: weakref.WeakKeyDictionary[Any, threading.BoundedSemaphore] = weakref.WeakKeyDictionary()
+
+
+class _Relations:
+    """Operations on the same table (an index counts as its table) or on a
+    whole database do not run at the same time: a VACUUM and a REINDEX
+    CONCURRENTLY of one table would otherwise deadlock each other."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: list[tuple[str, int | None]] = []
+
+    def _conflicts(self, key: tuple[str, int | None]) -> bool:
+        db, rel = key
+        return any(d == db and (rel is None or r is None or r == rel) for d, r in self._held)
+
+    @contextlib.contextmanager
+    def hold(self, key: tuple[str, int | None], ctx: TaskContext) -> Iterator[None]:
+        with self._cond:
+            while self._conflicts(key):
+                if ctx.cancel_requested.is_set():
+                    raise OperationError("canceled while waiting for another operation on the same relation")
+                self._cond.wait(0.2)
+            self._held.append(key)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held.remove(key)
+                self._cond.notify_all()
+
+
+_relations: weakref.WeakKeyDictionary[Any, _Relations] = weakref.WeakKeyDictionary()
 
 
 class OperationError(Exception):
@@ -81,6 +114,7 @@ def parse_mode(verb: str, value: Any) -> str | None:
 def task_types(agent: Agent) -> list[TaskType]:
     """The three task types; sets up the slots bounding concurrent operations."""
     _slots[agent] = threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"])
+    _relations[agent] = _Relations()
     descriptions = {
         "vacuum": "VACUUM a database or a table (modes: full, freeze, analyze)",
         "analyze": "ANALYZE a database or a table",
@@ -242,18 +276,20 @@ def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
         except psycopg2.Error as e:
             raise OperationError(_error(e)) from None
         query = statement(op, target, concurrently)
-        with signals.lock:
-            if ctx.cancel_requested.is_set():
-                raise OperationError("canceled before its statement started")
-            signals.pid = pid
-        failure = None
-        try:
-            with conn.cursor() as cur:
-                cur.execute(query)
-        except psycopg2.Error as e:
-            failure = e
-        with signals.lock:
-            signals.pid = None
+        relation = None if target is None else (target["indrelid"] or target["oid"])
+        with _relations[agent].hold((str(op.dbname), relation), ctx):
+            with signals.lock:
+                if ctx.cancel_requested.is_set():
+                    raise OperationError("canceled before its statement started")
+                signals.pid = pid
+            failure = None
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query)
+            except psycopg2.Error as e:
+                failure = e
+            with signals.lock:
+                signals.pid = None
         _drain(conn, ctx)
         if failure is not None:
             if concurrently:

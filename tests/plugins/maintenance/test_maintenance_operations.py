@@ -528,3 +528,20 @@ def test_key_and_session_rules(magent: Any, api: Client, ops_db: str) -> None:
             continue
         assert anonymous.request(method, url, headers={"X-Pgwarden-Key": KEY}, **kw).status == 200, url
         assert api.request(method, url, **kw).status == 200, url
+
+
+def test_operations_on_one_table_wait_for_each_other(start_agent: Any, slow_db: str, pg_cluster: Any) -> None:
+    """A VACUUM and a REINDEX of the same table never run together (they could
+    deadlock); an operation on another table does not wait."""
+    api = start_agent(maintenance={"max_operations": 3}).login()
+    reindex = submit(api, path(slow_db, "schema", "public", "index", "slow_idx", "reindex"))
+    wait_running(api, "reindex", reindex)
+    vacuum = submit(api, path(slow_db, "schema", "public", "table", "slowt", "vacuum"))
+    other = submit(api, path(slow_db, "schema", "s1", "table", "t", "analyze"))
+    assert wait_status(api, "analyze", other)["status"] == "done"  # another table: not held back
+    assert operation(api, "vacuum", vacuum)["status"] == "doing"
+    assert not active_backend(pg_cluster, vacuum)  # waiting for the REINDEX, not running beside it
+    assert active_backend(pg_cluster, reindex)
+    assert api.delete(f"/maintenance/reindex/{reindex}").json() == {"response": "ok"}
+    entry = wait_status(api, "vacuum", vacuum)
+    assert entry["status"] == "done" and entry["error"] is None, entry
