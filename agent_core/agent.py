@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from . import __version__
 from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
-from .errors import ConfigError, HTTPError, StartupError
+from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
 from .http import Middleware, Request, Server, build_app
 from .plugins import Plugins, installed, load_enabled
@@ -74,23 +74,26 @@ def load(
 def open_store(config: Config, connect: bool = False) -> Store:
     """The operations store of ``config``; ConfigError naming the key when it
     cannot be created (or, with ``connect``, reached)."""
-    key = "agent.store" if config.agent["store"] else "agent.home"
     try:
         store = Store(config.store_url())
     except OSError as e:
-        raise ConfigError([f"{key}: cannot create the operations store: {e.strerror or e}"]) from None
+        raise ConfigError([f"{_store_key(config)}: cannot create the operations store: {e.strerror or e}"]) from None
     if connect:
         try:
             store.check()
         except (sa.exc.SQLAlchemyError, OSError) as e:
             store.dispose()
-            raise ConfigError([f"{key}: cannot connect to {store.safe_url}: {_first_line(e)}"]) from None
+            raise _unreachable(config, store, e) from None
     return store
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _store_key(config: Config) -> str:
+    """The key an operator fixes when the store fails: the URL, or the home holding the default one."""
+    return "agent.store" if config.agent["store"] else "agent.home"
+
+
+def _unreachable(config: Config, store: Store, error: BaseException) -> ConfigError:
+    return ConfigError([f"{_store_key(config)}: cannot connect to {store.safe_url}: {first_line(error)}"])
 
 
 class Agent:
@@ -134,8 +137,7 @@ class Agent:
         try:
             self.store.create(*metadata)
         except (sa.exc.SQLAlchemyError, OSError) as e:
-            key = "agent.store" if self.config.agent["store"] else "agent.home"
-            raise ConfigError([f"{key}: cannot connect to {self.store.safe_url}: {_first_line(e)}"]) from None
+            raise _unreachable(self.config, self.store, e) from None
         for task in self.plugins.tasks(self):
             self.scheduler.register(task)
         routes = self.plugins.routes(self)
@@ -192,7 +194,7 @@ def login(request: Request) -> dict[str, Any]:
         raise HTTPError(400, "Request body must be a JSON object.")
     for name in ("username", "password"):
         if not isinstance(body.get(name), str):
-            raise HTTPError(406, f"Parameter '{name}' is malformed.")
+            raise MalformedParameter(name)
     token = request.agent.auth.login(body["username"], body["password"], request.remote_addr)
     return {"session": token}
 

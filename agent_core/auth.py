@@ -30,7 +30,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .errors import HTTPError
+from .errors import HTTPError, MalformedParameter
 from .store import Store, now, sessions
 
 log = logging.getLogger("pgwarden.auth")
@@ -214,7 +214,7 @@ class Auth:
     def session_user(self, token: str | None) -> str:
         """The user owning a valid session, sliding its idle expiry; 406/401 otherwise."""
         if token is None or not SESSION_RE.match(token):
-            raise HTTPError(406, "Parameter 'X-Session' is malformed.")
+            raise MalformedParameter("X-Session")
         digest = self._digest(token)
         stamp = now()
         with self.store.begin() as conn:

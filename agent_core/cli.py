@@ -116,12 +116,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _users(args: argparse.Namespace) -> Any:
-    from .agent import load
     from .auth import UsersFile
 
     if args.users_file:
         return UsersFile(args.users_file)
-    config, _ = load(RawConfig.read(_config_path(args)))
+    config, _ = _load(args)
     return UsersFile(config.users_path())
 
 

@@ -70,6 +70,15 @@ class ConfigError(StartupError):
         super().__init__("\n".join(self.problems))
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, for a client or a log line: the
+    driver's error under a SQLAlchemy wrapper, without libpq's ``ERROR:``."""
+    error = getattr(error, "orig", None) or error
+    text = (getattr(error, "pgerror", None) or str(error)).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line.removeprefix("ERROR:").strip()
+
+
 def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> bottle.HTTPResponse:
     """The JSON error response: ``{"error": message}`` with ``status``.
 

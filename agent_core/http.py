@@ -41,6 +41,8 @@ access_log = logging.getLogger("pgwarden.access")
 KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
 ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
 SERVER = f"pgwarden/{__version__}"
+#: What a client is told of an unexpected failure; the traceback is logged.
+INTERNAL_ERROR = "Internal server error; see the agent's log."
 
 
 class Request:
@@ -183,7 +185,7 @@ def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bo
             raise
         except Exception:
             log.exception("unexpected error on %s %s", raw.method, loggable(raw.path))
-            return json_error(500, "Internal server error; see the agent's log.")
+            return json_error(500, INTERNAL_ERROR)
         if isinstance(result, bottle.HTTPResponse):
             return result
         return _json_response(result)
@@ -207,7 +209,7 @@ def _error_handler(error: bottle.HTTPError) -> str:
             log.error(
                 "unexpected error on %s %s\n%s", bottle.request.method, loggable(bottle.request.path), error.traceback
             )
-        message = "Internal server error; see the agent's log."
+        message = INTERNAL_ERROR
     else:
         message = str(error.body) if error.body else bottle.HTTP_CODES.get(status, "Error")
     bottle.response.content_type = "application/json"

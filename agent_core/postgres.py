@@ -33,7 +33,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from .errors import PostgresUnavailable
+from .errors import PostgresUnavailable, first_line
 
 log = logging.getLogger("pgwarden.postgres")
 
@@ -41,11 +41,6 @@ APPLICATION_NAME = "pgwarden"
 _MAX_IDLE_PER_DB = 4
 _PING_AFTER = 2.0
 POOL_IDLE = 10.0
-
-
-def _cause(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 class Postgres:
@@ -89,7 +84,7 @@ class Postgres:
         try:
             conn = psycopg2.connect(**self._params(dbname, application_name, statement_timeout))
         except psycopg2.OperationalError as e:
-            raise PostgresUnavailable(_cause(e)) from None
+            raise PostgresUnavailable(first_line(e)) from None
         conn.autocommit = True
         self.server_version = conn.server_version
         with self._lock:
@@ -117,7 +112,7 @@ class Postgres:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             if conn.closed or _is_connection_error(e):
                 self._discard(conn)
-                raise PostgresUnavailable(_cause(e)) from None
+                raise PostgresUnavailable(first_line(e)) from None
             self._checkin(key, conn)
             raise
         except BaseException:

@@ -34,6 +34,8 @@ from typing import Any, Optional
 
 import psutil
 
+from agent_core.errors import first_line
+
 log = logging.getLogger("pgwarden.activity.sampler")
 
 #: Names (``/proc/<pid>/comm``) a PostgreSQL server process can have.
@@ -187,7 +189,7 @@ class Sampler:
                     log.info("activity sampler: sampling again")
                 self._last_error = None
             except Exception as e:
-                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                text = first_line(e)
                 if text != self._last_error:
                     log.warning("activity sampler: cannot list backends: %s", text)
                 self._last_error = text

@@ -17,7 +17,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from agent_core.errors import HTTPError, StartupError
+from agent_core.errors import HTTPError, StartupError, first_line
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
 from .sampler import UNKNOWN, Metrics, Sampler
@@ -54,12 +54,6 @@ def detach(agent: Any) -> None:
         instance = _instances.pop(id(agent), None)
     if instance is not None:
         instance.stop()
-
-
-def _first_line(error: Exception) -> str:
-    text = (getattr(error, "pgerror", None) or str(error)).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line.removeprefix("ERROR:").strip()
 
 
 def root_blockers(pid: int, graph: dict[int, list[int]]) -> list[int]:
@@ -215,7 +209,7 @@ class Activity:
                 cur.execute(q.relations, {"oids": sorted(oids)})
                 return {oid: decode(name) for oid, name in cur.fetchall()}
         except psycopg2.Error as e:
-            log.debug("cannot resolve relations of database %r: %s", dbname, _first_line(e))
+            log.debug("cannot resolve relations of database %r: %s", dbname, first_line(e))
             return {}
         finally:
             pg.release(conn)
@@ -326,7 +320,7 @@ class Activity:
                         cur.execute(q.terminate, {"pid": pid, "wait_ms": wait_ms})
                         done = cur.fetchone()
                     except psycopg2.Error as e:
-                        result["reason"] = _first_line(e)
+                        result["reason"] = first_line(e)
                     else:
                         if done is None:
                             result["reason"] = "no longer a client backend (it exited meanwhile)"
