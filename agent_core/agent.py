@@ -206,8 +206,8 @@ def logout(request: Request) -> dict[str, Any]:
 
 
 def profile(request: Request) -> dict[str, Any]:
-    """GET /profile -> {"username": ...}. 200; 401; 406."""
-    return {"username": request.username}
+    """GET /profile -> {"username": ..., "role": "admin"|"read"}. 200; 401; 406."""
+    return {"username": request.username, "role": request.role}
 
 
 def status(request: Request) -> dict[str, Any]:
@@ -244,9 +244,9 @@ def discover(request: Request) -> dict[str, Any]:
 def core_routes() -> list[tuple[Route, bool]]:
     """(route, public) pairs of the core. Only the core can make a route public."""
     return [
-        (Route("POST", "/login", login), True),
+        (Route("POST", "/login", login, permission="read"), True),
         (Route("GET", "/status", status), True),
-        (Route("GET", "/logout", logout), False),
+        (Route("GET", "/logout", logout, permission="read"), False),
         (Route("GET", "/profile", profile), False),
         (Route("GET", "/discover", discover, key=True), False),
     ]

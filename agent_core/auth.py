@@ -1,8 +1,14 @@
 """Users, passwords, sessions, the agent key and login throttling.
 
-Users file: one ``username:scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` line per
-user, written by ``pgwarden user``. Cost parameters live beside each hash so
-they can be raised later without breaking old entries.
+Users file: one ``username:role:scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>``
+line per user, written by ``pgwarden user``; ``role`` is ``admin`` (every
+route) or ``read`` (routes needing the ``read`` permission only). A line
+without a role (``username:scrypt$...``, written by pgwarden 0.1) is an
+``admin``. Cost parameters live beside each hash so they can be raised later
+without breaking old entries.
+
+Roles: :data:`ROLES` maps a role to the permissions it holds. The agent key
+holds ``read``, or both with ``[agent] key_writes = true``.
 
 Sessions: ``secrets.token_hex(32)`` given to the client; only its SHA-256
 is stored (``core_sessions``), so a copy of the store does not leak usable
@@ -31,6 +37,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from .errors import HTTPError, MalformedParameter
+from .hookspecs import ROLES
 from .store import Store, now, sessions
 
 log = logging.getLogger("pgwarden.auth")
@@ -72,30 +79,58 @@ def verify_password(password: str, encoded: str) -> bool:
 _DUMMY = hash_password(secrets.token_hex(16))
 
 
+@dataclass(frozen=True)
+class User:
+    role: str
+    hash: str
+
+
 class UsersFile:
-    """The users file: read on every login (so ``pgwarden user`` applies at
-    once), written atomically with mode 0600."""
+    """The users file: re-read whenever it changes (so ``pgwarden user``
+    applies at once, to logins and to existing sessions), written atomically
+    with mode 0600."""
 
     def __init__(self, path: str):
         self.path = path
+        self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], dict[str, User]] | None = None
 
-    def load(self) -> dict[str, str]:
-        users: dict[str, str] = {}
+    def load(self) -> dict[str, User]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        except OSError as e:  # deny by default: no user can log in, and it is in the log
+            log.error("cannot read the users file %s: %s", self.path, e.strerror or e)
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._cache is not None and self._cache[0] == stamp:
+                return dict(self._cache[1])
+        users: dict[str, User] = {}
         try:
             with open(self.path, encoding="utf-8") as f:
                 for line in f:
                     line = line.strip()
                     if line and not line.startswith("#") and ":" in line:
-                        name, encoded = line.split(":", 1)
-                        users[name] = encoded
+                        name, rest = line.split(":", 1)
+                        role, sep, encoded = rest.partition(":")
+                        if not sep:  # 0.1 format: no role, an admin
+                            role, encoded = "admin", rest
+                        if role in ROLES:
+                            users[name] = User(role, encoded)
+                        else:
+                            log.error("users file %s: user %r has an unknown role %r: ignored", self.path, name, role)
         except FileNotFoundError:
-            pass
-        except OSError as e:  # deny by default: no user can log in, and it is in the log
+            return {}
+        except OSError as e:
             log.error("cannot read the users file %s: %s", self.path, e.strerror or e)
             return {}
-        return users
+        with self._lock:
+            self._cache = (stamp, users)
+        return dict(users)
 
-    def save(self, users: dict[str, str]) -> None:
+    def save(self, users: dict[str, User]) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users.")
@@ -103,7 +138,7 @@ class UsersFile:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write("# pgwarden users: managed by 'pgwarden user'\n")
                 for name in sorted(users):
-                    f.write(f"{name}:{users[name]}\n")
+                    f.write(f"{name}:{users[name].role}:{users[name].hash}\n")
             os.chmod(tmp, 0o600)
             if os.geteuid() == 0:
                 # root editing the file of an agent that runs as another user
@@ -115,13 +150,23 @@ class UsersFile:
             os.unlink(tmp)
             raise
 
-    def set(self, username: str, password: str) -> None:
+    def set(self, username: str, password: str | None, role: str | None = None) -> None:
+        """Add or update a user: ``password`` None keeps the hash, ``role`` None
+        keeps the role (``admin`` for a new user)."""
         if not USERNAME_RE.match(username):
             raise ValueError("username must be 1 to 64 letters, digits or _ . @ -")
-        if not password:
+        if password is not None and not password:
             raise ValueError("password must not be empty")
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
         users = self.load()
-        users[username] = hash_password(password)
+        old = users.get(username)
+        if old is None and password is None:
+            raise ValueError(f"no user {username!r}")
+        users[username] = User(
+            role or (old.role if old else "admin"),
+            hash_password(password) if password is not None else old.hash,  # type: ignore[union-attr]
+        )
         self.save(users)
 
     def delete(self, username: str) -> bool:
@@ -132,9 +177,9 @@ class UsersFile:
         return True
 
     def check(self, username: str, password: str) -> bool:
-        encoded = self.load().get(username)
-        ok = verify_password(password, encoded or _DUMMY)
-        return ok and encoded is not None
+        user = self.load().get(username)
+        ok = verify_password(password, user.hash if user else _DUMMY)
+        return ok and user is not None
 
 
 @dataclass
@@ -211,8 +256,9 @@ class Auth:
             conn.execute(sessions.delete().where(sessions.c.created_at < stamp - timedelta(seconds=self.lifetime)))
         return token
 
-    def session_user(self, token: str | None) -> str:
-        """The user owning a valid session, sliding its idle expiry; 406/401 otherwise."""
+    def session_user(self, token: str | None) -> tuple[str, str]:
+        """(user, role) owning a valid session, sliding its idle expiry; 406/401
+        otherwise (also when the user was deleted meanwhile)."""
         if token is None or not SESSION_RE.match(token):
             raise MalformedParameter("X-Session")
         digest = self._digest(token)
@@ -228,14 +274,15 @@ class Auth:
             expired = (stamp - row.last_seen).total_seconds() > self.idle or (
                 stamp - row.created_at
             ).total_seconds() > self.lifetime
-            if expired or row.username not in self.users.load():
+            user = self.users.load().get(row.username)
+            if expired or user is None:
                 conn.execute(sessions.delete().where(sessions.c.token_hash == digest))
                 expired = True
             else:
                 conn.execute(sessions.update().where(sessions.c.token_hash == digest).values(last_seen=stamp))
-        if expired:
+        if expired or user is None:
             raise HTTPError(401, "Invalid session.")
-        return str(row.username)
+        return str(row.username), user.role
 
     def logout(self, token: str) -> None:
         with self.store.begin() as conn:

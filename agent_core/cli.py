@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_CONFIG, RawConfig
 from .errors import ConfigError, PgwardenError, StartupError
+from .hookspecs import ROLES
 
 log = logging.getLogger("pgwarden")
 
@@ -141,8 +142,10 @@ def cmd_user(args: argparse.Namespace) -> int:
     args.stdin = args.action_stdin or args.stdin
     users = _users(args)
     if args.action == "list":
-        for name in sorted(users.load()):
-            print(name)
+        entries = users.load()
+        width = max([len(n) for n in entries] + [4]) + 2
+        for name in sorted(entries):
+            print(f"{name:<{width}}{entries[name].role}")
         return 0
     if args.action == "delete":
         if not users.delete(args.username):
@@ -151,11 +154,15 @@ def cmd_user(args: argparse.Namespace) -> int:
         return 0
     exists = args.username in users.load()
     if args.action == "add" and exists:
-        raise PgwardenError(f"user {args.username!r} exists: use 'pgwarden user passwd'")
-    if args.action == "passwd" and not exists:
+        raise PgwardenError(f"user {args.username!r} exists: use 'pgwarden user passwd' or 'pgwarden user role'")
+    if args.action in ("passwd", "role") and not exists:
         raise PgwardenError(f"no user {args.username!r}: use 'pgwarden user add'")
     try:
-        users.set(args.username, _read_password(args))
+        if args.action == "role":
+            users.set(args.username, None, args.role)
+            print(f"user {args.username!r} now has the {args.role!r} role")
+            return 0
+        users.set(args.username, _read_password(args), getattr(args, "role", None))
     except ValueError as e:
         raise PgwardenError(str(e)) from None
     print(f"user {args.username!r} {'added' if args.action == 'add' else 'updated'} in {users.path}")
@@ -209,9 +216,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "user",
-        help="manage the users file (add, passwd, delete, list)",
+        help="manage the users file (add, passwd, role, delete, list)",
         description="Manage API users. Passwords are read from a prompt, or from the first line "
-        "of standard input when it is not a terminal (or with --stdin); never from arguments.",
+        "of standard input when it is not a terminal (or with --stdin); never from arguments. "
+        "A user has the role 'admin' (every route) or 'read' (GET routes only: no kill, no "
+        "scheduling, no cancel). Changes apply at once, also to open sessions.",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -229,7 +238,14 @@ def parser() -> argparse.ArgumentParser:
     for action, text in (("add", "add a user"), ("passwd", "change a user's password"), ("delete", "delete a user")):
         a = user_sub.add_parser(action, help=text, description=text.capitalize() + ".", parents=[common])
         a.add_argument("username")
-    user_sub.add_parser("list", help="list users", description="List user names.", parents=[common])
+        if action == "add":
+            a.add_argument(
+                "--role", choices=list(ROLES), default="admin", help="admin (default): every route; read: GET only"
+            )
+    a = user_sub.add_parser("role", help="change a user's role", description="Change a user's role.", parents=[common])
+    a.add_argument("username")
+    a.add_argument("role", choices=list(ROLES), help="admin: every route; read: GET routes only")
+    user_sub.add_parser("list", help="list users and roles", description="List user names and roles.", parents=[common])
 
     s = sub.add_parser(
         "demo",

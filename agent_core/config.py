@@ -71,6 +71,12 @@ def agent_schema() -> SectionSchema:
         Option("home", str, "/var/lib/pgwarden", "State directory (operations store, users file)."),
         Option("store", str, None, "SQLAlchemy URL of the operations store (default: SQLite file in home)."),
         Option("key", str, None, "Agent key accepted where the API allows it (unset: key disabled).", secret=True),
+        Option(
+            "key_writes",
+            bool,
+            False,
+            "Let the agent key call write routes (kill, schedule, cancel) that accept it; off: the key is read-only.",
+        ),
         Option("users", str, None, "Users file (default: <home>/users)."),
         Option("session_idle", int, 3600, "Seconds of inactivity after which a session ends.", validator=_positive),
         Option("session_lifetime", int, 86400, "Seconds after login after which a session ends.", validator=_positive),

@@ -30,7 +30,7 @@ Set ``PGWARDEN_TRACE_HOOKS=1`` to log every hook call and its result.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: HTTP methods a plugin route may use.
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: Permissions a route may need; the ``admin`` role holds both, ``read`` only ``read``.
+PERMISSIONS = ("read", "write")
+#: User roles and the permissions each holds.
+ROLES: dict[str, tuple[str, ...]] = {"admin": ("read", "write"), "read": ("read",)}
 _PATH_RE = re.compile(r"^(/[^/]+)+$|^/[^/]*$")
 _TASK_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
@@ -74,15 +78,34 @@ class Route:
         PostgreSQL unreachable a 503. Any other exception is a 500 with a
         generic message, the traceback going to the log only.
     ``key``
-        ``True`` if the agent key (``?key=`` or ``X-Pgwarden-Key``) is accepted
-        instead of a session. A session is always accepted. Plugins cannot make
-        a route public.
+        ``True`` if the agent key (``?key=``, ``X-Pgwarden-Key`` or
+        ``X-TemBoard-Agent-Key``) is accepted instead of a session. A session is
+        always accepted. Plugins cannot make a route public.
+    ``permission``
+        ``"read"`` or ``"write"``; empty (the default) means ``"read"`` for
+        ``GET`` and ``"write"`` for every other method. Users of the ``read``
+        role and the agent key (unless ``[agent] key_writes`` is on) hold only
+        ``read``; calling a ``write`` route they get 403. Checked by the core
+        with authentication, before the view runs.
+    ``openapi``
+        Optional OpenAPI 3 Operation Object fragment describing the route
+        (``summary``, ``description``, ``parameters``, ``requestBody``,
+        ``responses``...). The core merges it into ``GET /openapi.json``,
+        adding what it knows itself: path parameters, authentication and
+        the core's error responses.
     """
 
     method: str
     path: str
     view: Callable[..., Any]
     key: bool = False
+    permission: str = ""
+    openapi: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def needs(self) -> str:
+        """The permission the route needs: ``"read"`` or ``"write"``."""
+        return self.permission or ("read" if self.method == "GET" else "write")
 
     def problems(self, plugin: str) -> list[str]:
         """What is wrong with this route for ``plugin`` (empty when valid)."""
@@ -94,6 +117,10 @@ class Route:
             out.append(f"route {self.path!r}: path must start with {prefix!r}")
         if not callable(self.view):
             out.append(f"route {self.path!r}: view is not callable")
+        if self.permission not in (*PERMISSIONS, ""):
+            out.append(f"route {self.path!r}: permission {self.permission!r} is not one of {', '.join(PERMISSIONS)}")
+        if self.openapi is not None and not isinstance(self.openapi, Mapping):
+            out.append(f"route {self.path!r}: openapi must be a mapping (an OpenAPI Operation Object)")
         return out
 
 

@@ -30,10 +30,10 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from . import __version__
 from .errors import HTTPError, json_error
+from .hookspecs import ROLES, Route
 
 if TYPE_CHECKING:
     from .agent import Agent
-    from .hookspecs import Route
 
 log = logging.getLogger("pgwarden.http")
 access_log = logging.getLogger("pgwarden.access")
@@ -52,11 +52,15 @@ class Request:
     agent key (``auth == "key"``) or on a public route.
     """
 
-    def __init__(self, agent: Agent, raw: bottle.BaseRequest, username: str | None, auth: str | None):
+    def __init__(
+        self, agent: Agent, raw: bottle.BaseRequest, username: str | None, auth: str | None, role: str | None = None
+    ):
         self.agent = agent
         self.raw = raw
         self.username = username
         self.auth = auth
+        #: ``admin`` or ``read`` (see :data:`agent_core.auth.ROLES`); None on a public route
+        self.role = role
         self.method: str = raw.method
         self.path: str = raw.path
         self.query: dict[str, str] = dict(raw.query.decode().items())  # type: ignore[attr-defined]
@@ -103,15 +107,31 @@ def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
     return response
 
 
-def _authenticate(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str]:
-    """The single authentication decision. Deny by default.
+def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[str | None, str, str]:
+    """The single authentication and authorisation decision. Deny by default.
 
-    A valid ``X-Session`` is always enough. On a route that accepts the key,
-    a key given (``?key=`` or a key header) is enough when right, and 401
-    ``Invalid key.`` when wrong (unless the session is valid). Otherwise the
-    ``X-Session`` header must hold a valid session (406 when missing or
-    malformed, 401 when unknown or expired).
+    Returns (username or None for the key, ``session`` or ``key``, role).
+
+    A valid ``X-Session`` is always enough to be authenticated. On a route
+    that accepts the key, a key given (``?key=`` or a key header) is enough
+    when right, and 401 ``Invalid key.`` when wrong (unless the session is
+    valid). Otherwise the ``X-Session`` header must hold a valid session (406
+    when missing or malformed, 401 when unknown or expired).
+
+    Then the role must hold the route's permission (``Route.needs``): 403
+    naming it otherwise. The key has the ``read`` role, or ``admin`` with
+    ``[agent] key_writes``.
     """
+    username, how, role = _identify(agent, raw, route.key)
+    if route.needs not in ROLES[role]:
+        who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
+        raise HTTPError(
+            403, f"Permission denied: {route.method} {route.path} needs the {route.needs!r} permission; {who}."
+        )
+    return username, how, role
+
+
+def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str, str]:
     session = raw.get_header("X-Session")
     key = None
     if key_allowed:
@@ -119,16 +139,18 @@ def _authenticate(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> t
         if key is None:
             key = next((raw.get_header(h) for h in KEY_HEADERS if raw.get_header(h) is not None), None)
     if key is None:
-        return agent.auth.session_user(session), "session"
+        user, role = agent.auth.session_user(session)
+        return user, "session", role
     if session is not None:
         # clients such as the temboard UI send both: a valid session wins, so the
         # user is known (and recorded) and a stale or absent key does not matter
         try:
-            return agent.auth.session_user(session), "session"
+            user, role = agent.auth.session_user(session)
+            return user, "session", role
         except HTTPError:
             pass
     agent.auth.key_ok(key)
-    return None, "key"
+    return None, "key", "admin" if agent.config.agent["key_writes"] else "read"
 
 
 _WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
@@ -166,16 +188,18 @@ def exact_wildcards(environ: dict[str, Any], pattern: str, params: dict[str, Any
     return out
 
 
-def _guard(agent: Agent, view: Callable[..., Any], key_allowed: bool, public: bool, pattern: str) -> Callable[..., Any]:
+def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
+    view = route.view
+
     def wrapper(**params: Any) -> Any:
         raw = bottle.request
         try:
             if public:
-                username, how = None, None
+                username, how, role = None, None, None
             else:
-                username, how = _authenticate(agent, raw, key_allowed)
-            params = exact_wildcards(raw.environ, pattern, params)
-            result = view(Request(agent, raw, username, how), **params)
+                username, how, role = _authenticate(agent, raw, route)
+            params = exact_wildcards(raw.environ, route.path, params)
+            result = view(Request(agent, raw, username, how, role), **params)
         except HTTPError as e:
             return json_error(e.status, e.message, e.headers)
         except psycopg2.errors.QueryCanceled:
@@ -222,9 +246,9 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     app.config["json.enable"] = False
     app.default_error_handler = _error_handler  # type: ignore[method-assign]
     for route, public in core_routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, public, route.path))
+        app.route(route.path, method=route.method, callback=_guard(agent, route, public))
     for route in plugin_routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route.view, route.key, False, route.path))
+        app.route(route.path, method=route.method, callback=_guard(agent, route, False))
 
     return app
 

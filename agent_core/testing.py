@@ -15,7 +15,9 @@ Fixtures:
     ``make_agent(plugins={"name": module}, config={...}, users={...})`` builds
     and starts a real agent served by cheroot on 127.0.0.1 (free port) and
     returns a :class:`RunningAgent`; every agent is stopped at teardown. Only
-    the plugins given are loaded (no entry-point autoload).
+    the plugins given are loaded (no entry-point autoload). ``users`` maps a
+    name to a password (an ``admin``) or to ``(password, role)``; default
+    ``{"alice": PASSWORD}``.
 ``agent``
     ``make_agent()`` with no plugin: the core alone.
 ``client``
@@ -234,7 +236,7 @@ def make_agent(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ru
     def make(
         plugins: Mapping[str, Any] | None = None,
         config: Mapping[str, Mapping[str, Any]] | None = None,
-        users: Mapping[str, str] | None = None,
+        users: Mapping[str, str | tuple[str, str]] | None = None,
         environ: Mapping[str, str] | None = None,
         home: str | os.PathLike[str] | None = None,
     ) -> RunningAgent:
@@ -242,8 +244,9 @@ def make_agent(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ru
         home = home or tmp_path / f"agent{next(counter)}"
         raw = agent_config(pg_cluster, home, plugins, config)
         users_file = UsersFile(os.path.join(str(home), "users"))
-        for name, password in (users if users is not None else {"alice": PASSWORD}).items():
-            users_file.set(name, password)
+        for name, entry in (users if users is not None else {"alice": PASSWORD}).items():
+            password, role = (entry, "admin") if isinstance(entry, str) else entry
+            users_file.set(name, password, role)
         running = RunningAgent(raw, plugins, environ or {})
         started.append(running)
         return running

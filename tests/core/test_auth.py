@@ -6,6 +6,7 @@ import time
 import pytest
 
 from agent_core.auth import UsersFile, hash_password, verify_password
+from agent_core.hookspecs import hookimpl
 from agent_core.testing import KEY, PASSWORD, Client
 
 
@@ -54,10 +55,10 @@ def test_session_header_rules(agent):
 def test_profile_logout_and_several_sessions(agent):
     first, second = agent.login(), agent.login()
     assert first.session != second.session
-    assert first.get("/profile").json() == {"username": "alice"}
+    assert first.get("/profile").json() == {"username": "alice", "role": "admin"}
     assert first.get("/logout").json() == {"logout": True}
     assert first.get("/profile").status == 401
-    assert second.get("/profile").json() == {"username": "alice"}
+    assert second.get("/profile").json() == {"username": "alice", "role": "admin"}
 
 
 def test_sessions_are_stored_hashed_and_survive_restart(agent):
@@ -67,7 +68,7 @@ def test_sessions_are_stored_hashed_and_survive_restart(agent):
     assert c.session not in stored and len(stored) == 1
     agent.restart()
     c2 = Client(agent.url, session=c.session)
-    assert c2.get("/profile").json() == {"username": "alice"}
+    assert c2.get("/profile").json() == {"username": "alice", "role": "admin"}
 
 
 def test_idle_expiry_slides_and_absolute_limit(make_agent):
@@ -170,3 +171,68 @@ def test_root_editing_users_file_keeps_its_owner(tmp_path):
     assert os.stat(users.path).st_uid == pg.pw_uid
     users.set("bob", "y")  # rewrite: keeps the owner
     assert os.stat(users.path).st_uid == pg.pw_uid and os.stat(users.path).st_mode & 0o777 == 0o600
+
+
+def test_read_role_gets_403_on_write_routes_and_reads_everything(make_agent, tmp_path):
+    """Permissions are checked with authentication: a ``read`` user may GET,
+    gets 403 naming the permission on anything else; a role change applies to
+    open sessions at once."""
+    from agent_core.hookspecs import Route
+
+    calls = []
+
+    class Probe:
+        @staticmethod
+        @hookimpl
+        def agent_register_routes(agent):
+            return [
+                Route("GET", "/probe/thing", lambda request: {"role": request.role}, key=True),
+                Route("POST", "/probe/thing", lambda request: calls.append(request.username) or {"ok": True}, key=True),
+                Route("POST", "/probe/search", lambda request: {"ok": True}, permission="read"),
+            ]
+
+    running = make_agent(plugins={"probe": Probe}, users={"alice": PASSWORD, "dash": (PASSWORD, "read")})
+    dash = running.login("dash")
+    assert dash.get("/profile").json() == {"username": "dash", "role": "read"}
+    assert dash.get("/probe/thing").json() == {"role": "read"}
+    assert dash.post("/probe/search", {}).status == 200  # a POST declared read
+    res = dash.post("/probe/thing", {})
+    assert res.status == 403
+    assert res.json() == {
+        "error": "Permission denied: POST /probe/thing needs the 'write' permission; user 'dash' has the 'read' role."
+    }
+    assert calls == []  # the view never ran
+    # the key (read-only by default) alone, and a read session with the key: still 403
+    keyed = running.client()
+    assert keyed.request("POST", f"/probe/thing?key={KEY}", json={}).status == 403
+    assert keyed.request("GET", f"/probe/thing?key={KEY}").json() == {"role": "read"}
+    assert dash.request("POST", f"/probe/thing?key={KEY}", json={}).status == 403
+    assert running.login().post("/probe/thing", {}).status == 200
+    assert calls == ["alice"]
+    # a role change applies at once to the open session
+    UsersFile(running.agent.config.users_path()).set("dash", None, "admin")
+    assert dash.post("/probe/thing", {}).status == 200
+    assert calls == ["alice", "dash"]
+
+
+def test_key_writes_lets_the_key_call_write_routes(make_agent):
+    from agent_core.hookspecs import Route
+
+    class Probe:
+        @staticmethod
+        @hookimpl
+        def agent_register_routes(agent):
+            return [Route("POST", "/probe/thing", lambda request: {"role": request.role}, key=True)]
+
+    running = make_agent(plugins={"probe": Probe}, config={"agent": {"key_writes": True}})
+    res = running.client().request("POST", f"/probe/thing?key={KEY}", json={})
+    assert res.status == 200 and res.json() == {"role": "admin"}
+
+
+def test_users_file_of_version_0_1_without_roles_still_works(tmp_path):
+    path = tmp_path / "users"
+    path.write_text(f"alice:{hash_password('pw')}\n")
+    users = UsersFile(str(path))
+    assert users.load()["alice"].role == "admin" and users.check("alice", "pw")
+    path.write_text(f"alice:root:{hash_password('pw')}\n")  # unknown role: refused, not guessed
+    assert users.load() == {} and not users.check("alice", "pw")

@@ -204,17 +204,32 @@ def test_user_commands_read_password_from_stdin_never_argv(tmp_path):
     res = run_cli("user", "--users-file", users, "add", "carol", input="pa55word\n")
     assert res.returncode == 0, res.stderr
     content = open(users).read()
-    assert "carol:scrypt$" in content and "pa55word" not in content
+    assert "carol:admin:scrypt$" in content and "pa55word" not in content
     assert oct(os.stat(users).st_mode & 0o777) == "0o600"
     assert run_cli("user", "--users-file", users, "add", "carol", input="x\n").returncode == 1
     assert run_cli("user", "--users-file", users, "passwd", "carol", input="new\n").returncode == 0
-    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["carol"]
+    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["carol", "admin"]
     assert run_cli("user", "--users-file", users, "delete", "carol").returncode == 0
     assert run_cli("user", "--users-file", users, "list").stdout.split() == []
     res = run_cli("user", "--users-file", users, "add", "bad name", input="x\n")
     assert res.returncode == 1 and "username" in res.stderr
     res = run_cli("user", "--users-file", users, "add", "dave", input="\n")
     assert res.returncode == 1 and "empty password" in res.stderr
+
+
+def test_user_roles_from_the_command_line(tmp_path):
+    users = str(tmp_path / "users")
+    assert run_cli("user", "add", "--role", "read", "dash", "--users-file", users, input="pw\n").returncode == 0
+    assert run_cli("user", "add", "root2", "--users-file", users, input="pw\n").returncode == 0
+    assert run_cli("user", "list", "--users-file", users).stdout.split() == ["dash", "read", "root2", "admin"]
+    assert run_cli("user", "passwd", "dash", "--users-file", users, input="pw2\n").returncode == 0  # keeps the role
+    assert "dash:read:scrypt$" in open(users).read()
+    assert run_cli("user", "role", "dash", "admin", "--users-file", users).returncode == 0
+    assert run_cli("user", "list", "--users-file", users).stdout.split() == ["dash", "admin", "root2", "admin"]
+    res = run_cli("user", "role", "dash", "superuser", "--users-file", users)
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+    res = run_cli("user", "role", "nobody", "read", "--users-file", users)
+    assert res.returncode == 1 and "no user 'nobody'" in res.stderr
 
 
 def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
@@ -308,5 +323,5 @@ def test_unusable_paths_and_urls_are_config_errors_not_tracebacks(tmp_path, env,
 def test_user_options_before_or_after_the_action(tmp_path):
     users = str(tmp_path / "users")
     assert run_cli("user", "add", "--stdin", "erin", "--users-file", users, input="pw\n").returncode == 0
-    assert run_cli("user", "list", "--users-file", users).stdout.split() == ["erin"]
-    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["erin"]
+    assert run_cli("user", "list", "--users-file", users).stdout.split() == ["erin", "admin"]
+    assert run_cli("user", "--users-file", users, "list").stdout.split() == ["erin", "admin"]

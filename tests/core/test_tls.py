@@ -88,7 +88,7 @@ def test_https_login(make_agent, pki):
     running = make_agent(config={"agent": {"tls_cert": pki / "server.pem", "tls_key": pki / "server.key"}})
     assert running.url.startswith("https://")
     c = running.client().login("alice", PASSWORD)
-    assert c.get("/profile").json() == {"username": "alice"}
+    assert c.get("/profile").json() == {"username": "alice", "role": "admin"}
     # plain HTTP on the TLS port is never served: an HTTP 400 or a dropped connection
     try:
         res = Client(running.url.replace("https://", "http://"), timeout=5).get("/status")

@@ -387,7 +387,8 @@ def test_operation_running_when_the_agent_crashed_is_aborted_and_cleaned(
     port = free_port()
     conf = home / "pgwarden.conf"
     conf.write_text(
-        f"[agent]\naddress = 127.0.0.1\nport = {port}\nhome = {home}\nkey = {KEY}\nplugins = maintenance\n"
+        f"[agent]\naddress = 127.0.0.1\nport = {port}\nhome = {home}\nkey = {KEY}\nkey_writes = true\n"
+        "plugins = maintenance\n"
         f"[postgresql]\nhost = {pg_cluster.host}\nport = {pg_cluster.port}\nuser = {pg_cluster.superuser}\n"
         "dbname = postgres\n"
     )
@@ -507,9 +508,13 @@ ROUTES = [
 ]
 
 
-def test_key_and_session_rules(magent: Any, api: Client, ops_db: str) -> None:
+@pytest.mark.parametrize("key_writes", [False, True])
+def test_key_and_session_rules(start_agent: Any, ops_db: str, key_writes: bool) -> None:
     """Every route takes a session or the agent key (query or header); nothing
-    else gets through."""
+    else gets through. The key schedules and cancels only with
+    ``[agent] key_writes``; otherwise it gets 403 on those routes."""
+    magent = start_agent(agent={"key_writes": key_writes})
+    api = magent.login()
     anonymous = magent.client()
     for method, template in ROUTES:
         op = ""
@@ -522,6 +527,12 @@ def test_key_and_session_rules(magent: Any, api: Client, ops_db: str) -> None:
         assert anonymous.request(method, url, **kw).status == 406, url
         assert anonymous.request(method, f"{url}?key=wrong", **kw).status == 401, url
         assert anonymous.request(method, url, headers={"X-Session": "0" * 64}, **kw).status == 401, url
+        if method != "GET" and not key_writes:
+            res = anonymous.request(method, f"{url}?key={KEY}", **kw)
+            assert res.status == 403 and "read-only" in res.json()["error"], url
+            assert anonymous.request(method, url, headers={"X-Pgwarden-Key": KEY}, **kw).status == 403, url
+            assert api.request(method, url, **kw).status == 200, url
+            continue
         assert anonymous.request(method, f"{url}?key={KEY}", **kw).status == 200, url
         if method == "DELETE":  # canceled by the key already
             assert api.request(method, url).status == 409, url
