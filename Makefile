@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PLUGINS := $(wildcard plugins/*/setup.cfg) examples/hello/setup.cfg
+PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 
 .PHONY: venv demo test lint typecheck bench clean
 
@@ -21,7 +21,7 @@ demo: venv
 test: venv
 	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest
-	cd examples/hello && $(abspath $(PY)) -m pytest -q tests
+	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
 
 lint: venv
 	$(VENV)/bin/ruff check .
