@@ -94,7 +94,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .config import enabled_plugins
-    from .plugins import installed
+    from .plugins import hook_arguments, implemented_hooks, installed, load
 
     try:
         enabled = enabled_plugins(RawConfig.read(_config_path(args)), os.environ)
@@ -107,9 +107,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print("no plugin installed (entry-point group 'pgwarden')")
     width = max([len(n) for n in found] + [6]) + 2
     dist_width = max([len(f"{i.distribution} {i.version}") for i in found.values()] + [12]) + 2
+    known = hook_arguments()
     for name, info in sorted(found.items()):
         state = "enabled" if name in enabled else "disabled"
         print(f"{name:<{width}}{info.distribution + ' ' + info.version:<{dist_width}}{state}")
+        try:
+            hooks = implemented_hooks(load(name))
+        except Exception as e:  # the plugin's own import error, shown on its line
+            print(f"    cannot import {info.value}: {type(e).__name__}: {e}")
+            continue
+        names = [hook if hook in known else f"{hook} (unknown hook)" for hook in hooks]
+        print(f"    hooks: {', '.join(names) or 'none'}")
     for name in enabled:
         if name not in found:
             print(f"{name:<16} (not installed)  enabled in the config", file=sys.stderr)
@@ -208,9 +216,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "plugins",
-        help="list installed plugins, their versions, enabled or not",
+        help="list installed plugins: distribution, version, enabled or not, hooks",
         description="List the plugins installed in the 'pgwarden' entry-point group, with their "
-        "distribution and version, and whether the config enables them. Nothing is imported.",
+        "distribution and version, whether the config enables them, and the hooks each implements. "
+        "To find its hooks, every installed plugin is imported (the agent itself imports only the "
+        "enabled ones); an import failure is shown on the plugin's line.",
     )
     s.set_defaults(func=cmd_plugins)
 

@@ -9,6 +9,8 @@ and validate what comes back in one place.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 import re
@@ -61,6 +63,58 @@ def installed() -> dict[str, Installed]:
     return out
 
 
+def load(name: str) -> Any:
+    """Import the installed plugin ``name`` (its entry point's object)."""
+    ep = next(e for e in metadata.entry_points(group=GROUP) if e.name == name)
+    return ep.load()
+
+
+def hook_arguments() -> dict[str, list[str]]:
+    """Every hook of :class:`~agent_core.hookspecs.AgentSpec`, in the order
+    they are declared (the order the core calls them), with its arguments."""
+    out = {}
+    for name, fn in vars(hookspecs.AgentSpec).items():
+        if hasattr(fn, f"{hookspecs.PROJECT}_spec"):
+            out[name] = [p for p in inspect.signature(fn).parameters if p != "self"]
+    return out
+
+
+def implemented_hooks(module: Any) -> dict[str, Any]:
+    """The ``@hookimpl`` functions of ``module`` by hook name (known hooks or
+    not): known hooks first in their calling order, then unknown ones."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    found = {}
+    for attr in dir(module):
+        opts = pm.parse_hookimpl_opts(module, attr)
+        if opts is not None:
+            found[opts.get("specname") or attr] = getattr(module, attr)
+    order = list(hook_arguments())
+    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
+
+
+def hook_problems(name: str, module: Any) -> list[str]:
+    """Misspelled hooks and hook arguments of plugin ``name``, as start-up errors."""
+    specs = hook_arguments()
+    problems = []
+    for hook, fn in implemented_hooks(module).items():
+        if hook not in specs:
+            close = difflib.get_close_matches(hook, specs, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"plugin {name!r}: unknown hook {hook}{hint}; the hooks are {', '.join(specs)}")
+            continue
+        try:
+            args = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            continue  # not introspectable: pluggy will say
+        unknown = [a for a in args if a not in specs[hook]]
+        if unknown:
+            problems.append(
+                f"plugin {name!r}: {hook}({', '.join(args)}): unknown argument(s) {', '.join(unknown)}; "
+                f"the hook is {hook}({', '.join(specs[hook])})"
+            )
+    return problems
+
+
 def load_enabled(enabled: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Import exactly the enabled plugins.
 
@@ -78,9 +132,8 @@ def load_enabled(enabled: list[str]) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"agent.plugins: plugin {name!r} is not installed (installed: {names})")
             continue
         info = available[name]
-        ep = next(e for e in metadata.entry_points(group=GROUP) if e.name == name)
         try:
-            modules[name] = ep.load()
+            modules[name] = load(name)
         except Exception as e:
             problems.append(
                 f"agent.plugins: plugin {name!r} (distribution {info.distribution} {info.version}) "
@@ -99,12 +152,18 @@ class Plugins:
         for name, module in modules.items():
             if not NAME_RE.match(name) or name in RESERVED:
                 raise StartupError(f"plugin name {name!r} is not allowed (lowercase letters, digits, _; not reserved)")
-            self.pm.register(module, name=name)
+            problems = hook_problems(name, module)
+            if problems:
+                raise StartupError("\n".join(problems))
+            try:
+                self.pm.register(module, name=name)
+            except pluggy.PluginValidationError as e:
+                raise StartupError(f"plugin {name!r}: {e}") from None
             self.names.append(name)
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as e:
-            raise StartupError(f"plugin {getattr(e, 'plugin_name', '?')!r}: {e}") from None
+            raise StartupError(f"plugin {getattr(e.plugin, '__name__', '?')!r}: {e}") from None
         self.trace = bool(os.environ.get(TRACE_ENV))
 
     def _call(self, plugin: str, hook: str, **kwargs: Any) -> list[Any]:

@@ -182,9 +182,30 @@ def test_plugins_command_lists_versions_and_state(tmp_path, fake_plugins):
     conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good\n")
     res = run_cli("-c", conf, "plugins", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": "/nonexistent/x"})
     assert res.returncode == 0, res.stderr
-    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
-    assert "good-dist" in lines["good"] and "1.2.3" in lines["good"] and "enabled" in lines["good"]
-    assert "disabled" in lines["broken"] and "disabled" in lines["tracker"]
+    out = res.stdout.splitlines()
+    lines = {line.split()[0]: i for i, line in enumerate(out) if not line.startswith(" ")}
+    assert out[lines["good"]].split() == ["good", "good-dist", "1.2.3", "enabled"]
+    assert out[lines["good"] + 1].split() == ["hooks:", "agent_add_config"]
+    assert out[lines["broken"]].split() == ["broken", "broken-dist", "1.2.3", "disabled"]
+    broken = out[lines["broken"] + 1]
+    assert "cannot import broken_plugin: ModuleNotFoundError" in broken and "no_such_module_xyz" in broken
+    assert out[lines["tracker"]].split()[-1] == "disabled"
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_plugins_command_flags_unknown_hooks(tmp_path, fake_plugins):
+    (fake_plugins / "good_plugin.py").write_text(
+        "from agent_core.hookspecs import hookimpl\n"
+        "@hookimpl\ndef agent_register_route(agent):\n    return []\n"
+        "@hookimpl\ndef agent_startup(agent):\n    pass\n"
+    )
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = nosuch\n")
+    res = run_cli("-c", conf, "plugins", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": "/nonexistent/x"})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    good = next(i for i, line in enumerate(out) if line.startswith("good "))
+    assert out[good + 1].strip() == "hooks: agent_startup, agent_register_route (unknown hook)"
+    assert "nosuch" in res.stderr and "not installed" in res.stderr
 
 
 def test_help_is_useful():
