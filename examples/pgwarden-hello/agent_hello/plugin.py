@@ -1,4 +1,7 @@
-"""Only hook implementations live here; views are in routes.py, work in tasks.py."""
+"""The hooks of the hello plugin, and nothing else: views are in routes.py,
+the task in tasks.py. The entry point ``hello = agent_hello.plugin`` in
+setup.cfg names the plugin ``hello``: config section ``[hello]``, URL prefix
+``/hello``, task prefix ``hello.``."""
 
 from agent_core.hookspecs import Option, Route, TaskType, hookimpl
 

@@ -1,25 +1,50 @@
-"""Views of the hello plugin."""
+"""Views of the hello plugin: each gets a ``Request`` and the path's wildcards,
+returns a JSON-serialisable value (answered 200) or raises ``HTTPError``."""
 
-from agent_core.errors import NotFound
+from datetime import datetime, timezone
+
+from agent_core.errors import HTTPError, MalformedParameter, NotFound
 
 
 def hello(request):
-    """GET /hello -> {"greeting": "Hello, <user>"}. 200; 401; 406."""
+    """GET /hello -> {"greeting": "Hello, <user>", "server_version": "17.2"}.
+
+    200; 401 bad session or key; 406 no session; 503 PostgreSQL unreachable.
+    """
     greeting = request.agent.config.section("hello")["greeting"]
-    return {"greeting": f"{greeting}, {request.requester}"}
+    row = request.agent.postgres.query("SELECT current_setting('server_version') AS version")[0]
+    return {"greeting": f"{greeting}, {request.requester}", "server_version": row["version"]}
 
 
 def schedule_count(request, dbname):
-    """POST /hello/count/<dbname> -> {"id": "<8 hex>"}. 200; 401; 404 unknown database; 406."""
-    exists = request.agent.postgres.query("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-    if not exists:
+    """POST /hello/count/<dbname> {"datetime": "YYYY-MM-DDTHH:MM:SSZ"} -> {"id": "<8 hex>"}.
+
+    Counts the tables of ``dbname`` at ``datetime`` (now when absent or past).
+    200; 400 body not JSON; 401; 403 read-only user or key; 404 unknown
+    database; 406 no session or ``datetime`` malformed; 503.
+    """
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "Request body must be a JSON object.")
+    run_at = None
+    if body.get("datetime") is not None:
+        try:
+            run_at = datetime.strptime(body["datetime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except (TypeError, ValueError):
+            raise MalformedParameter("datetime") from None
+    if not request.agent.postgres.query("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)):
         raise NotFound(f"Database {dbname!r} not found.")
-    op_id = request.agent.scheduler.submit("hello.count", {}, dbname=dbname, requested_by=request.requester)
+    op_id = request.agent.scheduler.submit(
+        "hello.count", {}, run_at=run_at, dbname=dbname, requested_by=request.requester
+    )
     return {"id": op_id}
 
 
 def get_count(request, op_id):
-    """GET /hello/count/<id> -> the operation. 200; 401; 404; 406."""
+    """GET /hello/count/<op_id> -> the operation (``status``, ``result``...).
+
+    200; 401; 404 no such count; 406 no session.
+    """
     op = request.agent.scheduler.get(op_id)
     if op is None or op.task != "hello.count":
         raise NotFound(f"Operation {op_id!r} not found.")
