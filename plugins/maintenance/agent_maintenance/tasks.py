@@ -2,10 +2,12 @@
 
 Each operation runs on a dedicated autocommit connection to its database,
 with ``application_name`` naming it (``pgwarden maintenance <id>``) and the
-configured ``lock_timeout``. Server notices and warnings (VACUUM's
-"skipping ... only table or database owner can vacuum it") are kept with the
-operation. Its backend pid is stored in the operation's ``info`` so that
-listings show its progress and a cancel signals exactly that backend.
+configured ``lock_timeout``. Server notices and warnings are kept with the
+operation; a VACUUM or ANALYZE that skipped a relation the role may not
+process (``WARNING: skipping "t" --- only table or database owner can vacuum
+it``) ends failed with that warning as its error, never done. Its backend
+pid is stored in the operation's ``info`` so that listings show its progress
+and a cancel signals exactly that backend.
 
 Cancel: ``pg_cancel_backend`` of the operation's own backend, after checking
 pid and ``application_name``, repeated while the statement runs until the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 import threading
 import time
 import weakref
@@ -226,9 +229,47 @@ def _signals(ctx: TaskContext) -> _Signals:
     return ctx.state.setdefault("signals", _Signals())  # type: ignore[no-any-return]
 
 
-def _drain(conn: Any, ctx: TaskContext) -> None:
+def _drain(conn: Any, ctx: TaskContext) -> list[str]:
+    """Keep the connection's notices with the operation; return them."""
+    drained = []
     while conn.notices:
-        ctx.notice(conn.notices.popleft())
+        drained.append(conn.notices.popleft())
+        ctx.notice(drained[-1])
+    return drained
+
+
+#: The warnings of a VACUUM or ANALYZE that skipped a relation the role may not
+#: process (PostgreSQL 15 and before; 16 and later), naming the relation.
+_SKIPPED = (
+    re.compile(r'^WARNING:\s+(?P<text>skipping "(?P<name>.*)" --- .*?)\s*$', re.S),
+    re.compile(r'^WARNING:\s+(?P<text>permission denied to \w+ "(?P<name>.*)", skipping it)\s*$', re.S),
+)
+_SHARED = "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relisshared"
+
+
+def _skipped(conn: Any, notices: list[str], database_wide: bool) -> str | None:
+    """The error of an operation whose statement skipped relations, or None.
+
+    A VACUUM or ANALYZE of a relation the role may not process does not fail
+    in PostgreSQL: it warns and skips it. Such an operation failed. A
+    database-wide one may skip the shared catalogs (only a superuser may
+    process them, from any database): those are kept as notices only.
+    """
+    found = []
+    for notice in notices:
+        for pattern in _SKIPPED:
+            match = pattern.match(notice)
+            if match:
+                found.append((match["text"], match["name"]))
+                break
+    if found and database_wide:
+        shared = {r["relname"] for r in fetch(conn, _SHARED)}
+        found = [(text, name) for text, name in found if name not in shared]
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0][0]
+    return f"{found[0][0]} (and {len(found) - 1} more relations skipped; see the notices)"
 
 
 def _error(e: psycopg2.Error) -> str:
@@ -290,12 +331,18 @@ def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
                 failure = e
             with signals.lock:
                 signals.pid = None
-        _drain(conn, ctx)
+        notices = _drain(conn, ctx)
         if failure is not None:
             if concurrently:
                 _drop_leftovers(conn, info["scope_relid"], info["invalid_before"], ctx.notice)
                 _drain(conn, ctx)
             raise OperationError(_error(failure))
+        try:
+            skipped = _skipped(conn, notices, database_wide=target is None)
+        except psycopg2.Error as e:
+            raise OperationError(f"could not check the warnings of the statement: {_error(e)}") from None
+        if skipped is not None:
+            raise OperationError(skipped)
         return {"statement": query.as_string(conn)}
     finally:
         agent.postgres.release(conn)
