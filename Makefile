@@ -22,6 +22,7 @@ test: venv
 	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest
 	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
+	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -31,7 +32,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/run.py --results
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info

@@ -1,113 +1,175 @@
-"""What the benchmarks share: timing, a throwaway cluster with an agent, a table.
+"""What the harness is made of: the agent as its own process, the load process,
+direct timings of the floors, and a few small helpers.
 
-Not a benchmark itself (``bench/run.py`` runs ``*_bench.py`` files only). The
-benchmarks are run as scripts (``.venv/bin/python bench/<name>_bench.py``):
-Python then puts ``bench/`` on ``sys.path``, so they ``import _common``; this
-module puts the repository root there too, for ``agent_core``.
+``bench/run.py`` is the harness; it imports this module (Python puts
+``bench/`` on ``sys.path`` when a script there is run) and this module puts
+the repository root there too, for ``agent_core``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from load import summary
+
 from agent_core.auth import UsersFile
-from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
-from agent_core.testing import PASSWORD, Response, RunningAgent, agent_config
+from agent_core.cluster import Cluster
+from agent_core.testing import PASSWORD, Client
 
-#: Median and p95 of a measurement, in milliseconds.
-Figures = tuple[float, float]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PGWARDEN = Path(sys.executable).parent / "pgwarden"
 
 
-def timed(fn: Callable[[], object], n: int) -> Figures:
-    """Median and p95 of ``n`` calls of ``fn``, in milliseconds."""
+def timed(fn: Callable[[], object], n: int, warmup: int = 3) -> dict[str, Any]:
+    """``fn`` called ``warmup`` times, then ``n`` times timed: p50/p95/p99/max in ms."""
+    for _ in range(warmup):
+        fn()
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
+    return {**summary(samples), "requests": n}
 
 
-def ok(res: Response) -> Response:
-    """``res``, which must be a 200."""
-    assert res.status == 200, res
-    return res
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 (``openssl`` command)."""
+    cert, key = directory / "server.pem", directory / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
-class Bench:
-    """A throwaway cluster and an agent on it, made by :func:`cluster_and_agent`."""
+class AgentProcess:
+    """``pgwarden serve`` in its own process, on a free port, with both plugins,
+    user ``alice`` (admin) and a fresh home; production defaults otherwise
+    (INFO log, to a file in its home)."""
 
-    def __init__(self, cluster: Cluster, running: RunningAgent):
-        self.cluster = cluster
-        self.running = running
-        self._conns: list[Any] = []
+    def __init__(self, cluster: Cluster, tls: bool, settings: Mapping[str, Any] | None = None):
+        self.home = Path(tempfile.mkdtemp(prefix="pgwarden-bench-"))
+        agent = {
+            "address": "127.0.0.1",
+            "port": 0,
+            "home": str(self.home),
+            "plugins": "activity, maintenance",
+            "log_file": str(self.home / "agent.log"),
+            **(settings or {}),
+        }
+        if tls:
+            cert, key = self_signed(self.home)
+            agent.update(tls_cert=str(cert), tls_key=str(key))
+        postgresql = cluster.settings()
+        config = self.home / "pgwarden.conf"
+        with open(config, "w") as f:
+            for name, section in (("agent", agent), ("postgresql", postgresql)):
+                f.write(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in section.items()))
+        UsersFile(str(self.home / "users")).set("alice", PASSWORD)
+        self.proc = subprocess.Popen(
+            [str(PGWARDEN), "-c", str(config), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"the agent did not start: {line}{self.proc.stdout.read()}")
+        self.url = line.strip().rsplit(" ", 1)[-1]
+        self.ps = psutil.Process(self.proc.pid)
 
-    def connect(self, dbname: str = "postgres") -> Any:
-        """A psycopg2 connection (autocommit), closed on exit before the agent stops."""
-        conn = self.cluster.connect(dbname)
-        self._conns.append(conn)
-        return conn
+    def client(self) -> Client:
+        return Client(self.url)
 
-    def _close(self) -> None:
-        for conn in self._conns:
-            conn.close()
+    def session(self) -> str:
+        """A new session of ``alice``."""
+        return str(self.client().login().session)
 
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
 
-@contextlib.contextmanager
-def cluster_and_agent(
-    plugins: Mapping[str, Any] | None = None, setup: Callable[[Cluster], None] | None = None
-) -> Iterator[Bench]:
-    """Start a throwaway PostgreSQL cluster, run ``setup(cluster)``, then start an
-    agent with ``plugins`` on 127.0.0.1 (log level WARNING, user ``alice``).
+    def cpu_s(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
 
-    On exit: connections of :meth:`Bench.connect` closed, agent stopped, cluster
-    and agent home removed. Without PostgreSQL's server binaries, says what to
-    install and exits with status 2.
-    """
-    bindir = find_bindir()
-    if bindir is None:
-        print(INSTALL_HINT, file=sys.stderr)
-        raise SystemExit(2)
-    plugins = dict(plugins or {})
-    cluster = Cluster(bindir)
-    home = tempfile.mkdtemp(prefix="pgwarden-bench-")
-    running = None
-    bench = None
-    try:
-        cluster.init()
-        cluster.start()
-        if setup is not None:
-            setup(cluster)
-        UsersFile(f"{home}/users").set("alice", PASSWORD)
-        running = RunningAgent(agent_config(cluster, home, plugins, {"agent": {"log_level": "WARNING"}}), plugins, {})
-        bench = Bench(cluster, running)
-        yield bench
-    finally:
-        if bench is not None:
-            bench._close()
-        if running is not None:
-            running.stop()
-        cluster.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
-def print_table(
-    first: str, rows: Sequence[tuple[str, Figures]], floors: Mapping[str, Figures], width: int = 40
-) -> None:
-    """Print one line per measurement: median, p95, and the ratio of its median
-    to each floor's median (column ``x <floor name>``)."""
-    ratios = [(f"x {name}", figures[0]) for name, figures in floors.items()]
-    print(f"{first:<{width}} {'median ms':>10} {'p95 ms':>8}" + "".join(f" {h:>10}" for h, _ in ratios))
-    for name, (median, p95) in rows:
-        print(f"{name:<{width}} {median:>10.2f} {p95:>8.2f}" + "".join(f" {median / f:>10.2f}" for _, f in ratios))
+class PeakRss:
+    """Samples a process's RSS every 50 ms in a thread; ``peak_mb`` is the highest seen."""
+
+    def __init__(self, agent: AgentProcess):
+        self.agent = agent
+        self.peak_mb = agent.rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.peak_mb = max(self.peak_mb, self.agent.rss_mb())
+            except psutil.Error:
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_mb
+
+
+def load(
+    agent: AgentProcess,
+    paths: list[str],
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    session: str | None = None,
+    method: str = "GET",
+    body: Any = None,
+    warmup: int = 2,
+) -> dict[str, Any]:
+    """One run of the load process (``bench/load.py``) against ``agent``, with
+    the agent's CPU seconds per request measured around it."""
+    job = {
+        "url": agent.url,
+        "paths": paths,
+        "method": method,
+        "headers": {"X-Session": session} if session else {},
+        "body": body,
+        "concurrency": concurrency,
+        "requests": requests,
+        "seconds": seconds,
+        "warmup": warmup,
+    }
+    cpu0 = agent.cpu_s()
+    out = subprocess.run(
+        [sys.executable, str(HERE / "load.py")], input=json.dumps(job), capture_output=True, text=True, check=True
+    )
+    cpu = agent.cpu_s() - cpu0
+    result: dict[str, Any] = json.loads(out.stdout)
+    # the warm-up requests are in the agent's CPU time too
+    total = result["requests"] + result["errors"] + warmup * concurrency
+    result["agent_cpu_ms_per_request"] = cpu * 1000 / total if total else None
+    return result

@@ -1,18 +1,297 @@
-"""Run every benchmark in bench/ (files named *_bench.py), one after the other.
+"""The pgwarden benchmark harness (``make bench``; see bench/README.md).
 
-Modules whose name starts with an underscore (``_common.py``: what the
-benchmarks share) are not benchmarks and are not run.
+Makes a throwaway PostgreSQL cluster, loads the ``app``, ``wide`` and ``busy``
+datasets, starts the agent as its own process (``pgwarden serve``, both
+plugins, TLS on; then once more with TLS off) and drives it from a separate
+load process (``bench/load.py``) over keep-alive connections at 1, 8 and 32
+clients. In the same run it measures each endpoint's floor: the SQL it needs
+run directly with psycopg2 on a warm connection, plus a trivial request round
+trip (``GET /status``). Writes ``<out>/bench.json`` and ``<out>/bench.md``
+and prints the Markdown; ``--results`` also writes ``bench/RESULTS.md``.
+
+    .venv/bin/python bench/run.py                 # full run, 10-minute soak
+    .venv/bin/python bench/run.py --soak 60       # shorter soak
+    .venv/bin/python bench/run.py --smoke         # seconds: what `make test` runs
+
+Every run is bounded in requests and time. Nothing here asserts timings: the
+exit status is 1 only when a request failed (an error is a bug, a slow
+answer is a figure).
 """
 
-import pathlib
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
-here = pathlib.Path(__file__).resolve().parent
-status = 0
-for script in sorted(here.glob("*_bench.py")):
-    if script.name.startswith("_"):
-        continue
-    print(f"== {script.name}", flush=True)
-    status |= subprocess.run([sys.executable, str(script)], check=False).returncode
-sys.exit(status)
+from _common import ROOT, AgentProcess, PeakRss, load, timed
+from datasets import FULL, SMOKE, Busy, build_app, build_wide
+from floors import Conns, activity_floors, maintenance_floors
+from report import markdown, targets
+
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
+from agent_core.testing import PASSWORD
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each kind of run may do (requests, seconds)."""
+
+    clients: tuple[int, ...] = (1, 8, 32)
+    light: tuple[int, float] = (5000, 5.0)  # /status, /profile
+    heavy: tuple[int, float] = (2000, 5.0)  # activity and app maintenance reads
+    wide: tuple[int, float] = (5, 30.0)  # listings of the wide databases, /maintenance
+    floor_n: int = 50
+    wide_floor_n: int = 3
+    logins: int = 20
+    pending: int = 1000
+    due: int = 8
+    soak: float = 600.0
+
+
+FULL_PLAN = Plan()
+SMOKE_PLAN = Plan(
+    clients=(1, 8), light=(40, 2.0), heavy=(16, 2.0), wide=(2, 10.0), floor_n=5, wide_floor_n=2,
+    logins=3, pending=20, due=2, soak=3.0,
+)  # fmt: skip
+
+APP_SCHEMA = "shop"
+TARGETS = [("app", APP_SCHEMA), ("wide", "public"), ("many", "s_000")]
+SOAK_PATHS = ["/profile", "/activity", f"/maintenance/app/schema/{APP_SCHEMA}", "/status"]
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+class Harness:
+    def __init__(self, cluster: Cluster, plan: Plan, report: dict[str, Any]):
+        self.cluster = cluster
+        self.plan = plan
+        self.report = report
+        self.conns = Conns(cluster)
+
+    def floor(self, label: str, fn: Any, n: int) -> None:
+        self.report["floors"][label] = timed(fn, n)
+        print(f"  floor {label}: p50 {self.report['floors'][label]['p50']:.2f} ms", flush=True)
+
+    def run(
+        self,
+        agent: AgentProcess,
+        tls: bool,
+        label: str,
+        clients: int,
+        bound: tuple[int, float],
+        session: str | None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        paths = kw.pop("paths", [label.split(" ", 1)[-1]])
+        result = load(agent, paths, clients, bound[0], bound[1], session=session, **kw)
+        entry = {"endpoint": label, "tls": tls, "clients": clients, **result}
+        self.report["runs"].append(entry)
+        print(
+            f"  {'TLS' if tls else 'plain'} {label} x{clients}: p50 {result['p50'] or 0:.2f} ms,"
+            f" p99 {result['p99'] or 0:.2f} ms, {result['rps'] or 0:.0f} req/s, {result['errors']} errors",
+            flush=True,
+        )
+        return entry
+
+    # -- the TLS agent: everything ----------------------------------------------
+
+    def tls_suite(self, scale: Any) -> None:
+        plan, report = self.plan, self.report
+        agent = AgentProcess(self.cluster, tls=True)
+        try:
+            time.sleep(3)  # the sampler's first samples, the scheduler's first pass
+            memory = report["memory"]
+            memory["idle_mb"] = round(agent.rss_mb(), 1)
+            peak = PeakRss(agent)
+            session = agent.session()
+            for c in plan.clients:
+                self.run(agent, True, "GET /status", c, plan.light, None)
+                self.run(agent, True, "GET /profile", c, plan.light, session)
+            self.login(agent)
+
+            busy = Busy(self.cluster)
+            try:
+                report["datasets"]["busy"] = busy.open(scale)
+                time.sleep(3)  # two background samples: rates exist (sample_interval 2 s)
+                for label, fn in activity_floors(self.conns).items():
+                    self.floor(label, fn, plan.floor_n)
+                for c in plan.clients:
+                    self.run(agent, True, "GET /activity", c, plan.heavy, session)
+                for c in plan.clients[:2]:
+                    self.run(agent, True, "GET /activity/waiting", c, plan.heavy, session)
+                    self.run(agent, True, "GET /activity/blocking", c, plan.heavy, session)
+            finally:
+                busy.close()
+
+            floors = maintenance_floors(self.conns, TARGETS)
+            for label in ("/maintenance/app", f"/maintenance/app/schema/{APP_SCHEMA}"):
+                self.floor(label, floors[label], plan.floor_n)
+                for c in plan.clients:
+                    self.run(agent, True, "GET " + label, c, plan.heavy, session)
+            for label, fn in floors.items():
+                if label not in report["floors"]:
+                    self.floor(label, fn, plan.wide_floor_n)
+                    self.run(agent, True, "GET " + label, 1, plan.wide, session)
+            self.scheduler(agent, session)
+
+            memory["before_soak_mb"] = round(agent.rss_mb(), 1)
+            soak = self.run(agent, True, "soak (mixed)", 8, (10**9, plan.soak), session, paths=SOAK_PATHS, warmup=0)
+            soak["paths"] = SOAK_PATHS
+            memory["after_soak_mb"] = round(agent.rss_mb(), 1)
+            memory["peak_mb"] = round(peak.stop(), 1)
+        finally:
+            agent.stop()
+
+    def login(self, agent: AgentProcess) -> None:
+        body = {"username": "alice", "password": PASSWORD}
+        self.run(agent, True, "POST /login", 1, (self.plan.logins, 60.0), None, method="POST", body=body, warmup=1)
+        client = agent.client()
+        statuses = [client.post("/login", {"username": "alice", "password": "wrong"}).status for _ in range(4)]
+        right = client.post("/login", body).status
+        self.report["login"] = {"wrong_password_statuses": statuses, "right_password_then": right}
+        print(f"  throttling: 4 wrong passwords -> {statuses}, then the right one -> {right}", flush=True)
+
+    def scheduler(self, agent: AgentProcess, session: str) -> None:
+        """``pending`` operations far in the future, listed; then ``due``
+        operations due at one time T: how late each starts (read in the
+        agent's store, at microsecond precision)."""
+        plan = self.plan
+        future = {"datetime": "2099-01-01T00:00:00Z"}
+        path = "/maintenance/app/schema/public/table/pgbench_tellers/analyze"
+        self.run(agent, True, "POST .../analyze (future)", 1, (plan.pending, 120.0), session,
+                 paths=[path], method="POST", body=future, warmup=0)  # fmt: skip
+        self.run(agent, True, "GET /maintenance/analyze/scheduled", 1, (20, 30.0), session)
+        client = agent.client()
+        client.session = session
+        due = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ids = []
+        for i in range(plan.due):
+            res = client.post(f"/maintenance/app/schema/public/table/sched_{i}/analyze", {"datetime": due})
+            assert res.status == 200, res
+            ids.append(res.json()["id"])
+        store = sqlite3.connect(agent.home / "pgwarden.db")
+        marks = ",".join("?" * len(ids))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = store.execute(
+                f"SELECT scheduled_at, started_at FROM core_operations WHERE id IN ({marks})", ids
+            ).fetchall()
+            if all(started for _, started in rows):
+                break
+            time.sleep(0.2)
+        store.close()
+        delays = sorted(
+            (datetime.fromisoformat(started) - datetime.fromisoformat(at)).total_seconds()
+            for at, started in rows
+            if started
+        )
+        self.report["scheduler"] = {
+            "pending": plan.pending,
+            "due_at_once": plan.due,
+            "started": len(delays),
+            "start_delay_s": delays,
+            "start_delay_p95_s": delays[max(0, -(-len(delays) * 95 // 100) - 1)] if delays else None,
+        }
+        print(f"  scheduler: {len(delays)}/{plan.due} started, delays {delays}", flush=True)
+
+    # -- the plain-HTTP agent: the cost of TLS ------------------------------------
+
+    def plain_suite(self) -> None:
+        agent = AgentProcess(self.cluster, tls=False)
+        try:
+            session = agent.session()
+            for c in self.plan.clients:
+                self.run(agent, False, "GET /status", c, self.plan.light, None)
+                self.run(agent, False, "GET /profile", c, self.plan.light, session)
+                self.run(agent, False, f"GET /maintenance/app/schema/{APP_SCHEMA}", c, self.plan.heavy, session)
+        finally:
+            agent.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny datasets and runs (seconds): CI")
+    parser.add_argument("--soak", type=float, help="soak seconds (default 600; 3 with --smoke)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"), help="directory for bench.json and bench.md")
+    parser.add_argument("--results", action="store_true", help="also write bench/RESULTS.md")
+    parser.add_argument("--seed", type=float, default=0.42, help="seed of the datasets' random values")
+    args = parser.parse_args()
+    plan = SMOKE_PLAN if args.smoke else FULL_PLAN
+    if args.soak is not None:
+        plan = Plan(**{**plan.__dict__, "soak": args.soak})
+    scale = SMOKE if args.smoke else FULL
+    bindir = find_bindir()
+    if bindir is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+
+    started = time.time()
+    report: dict[str, Any] = {
+        "meta": {
+            **git_commit(),
+            "mode": "smoke" if args.smoke else "full",
+            "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "soak_s": plan.soak,
+            "seed": args.seed,
+        },
+        "datasets": {},
+        "floors": {},
+        "runs": [],
+        "memory": {},
+    }
+    cluster = Cluster(bindir)
+    harness = None
+    try:
+        cluster.init()
+        cluster.start()
+        report["meta"]["postgresql"] = cluster.execute("SHOW server_version")[0][0]
+        print("building datasets...", flush=True)
+        report["datasets"]["app"] = build_app(cluster, scale, args.seed)
+        report["datasets"]["wide"] = build_wide(cluster, scale)
+        print(f"  {json.dumps(report['datasets'])}", flush=True)
+        harness = Harness(cluster, plan, report)
+        print("agent with TLS...", flush=True)
+        harness.tls_suite(scale)
+        print("agent without TLS...", flush=True)
+        harness.plain_suite()
+    finally:
+        if harness is not None:
+            harness.conns.close()
+        cluster.destroy()
+    report["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["meta"]["seconds"] = round(time.time() - started)
+    report["targets"] = targets(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (out / "bench.md").write_text(text)
+    if args.results:
+        (ROOT / "bench" / "RESULTS.md").write_text(text)
+    print(text)
+    errors = sum(r["errors"] for r in report["runs"])
+    if errors:
+        print(f"{errors} requests failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
