@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
-from . import __version__
+from . import __version__, openapi
 from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
@@ -244,9 +244,11 @@ def discover(request: Request) -> dict[str, Any]:
 def core_routes() -> list[tuple[Route, bool]]:
     """(route, public) pairs of the core. Only the core can make a route public."""
     return [
-        (Route("POST", "/login", login, permission="read"), True),
-        (Route("GET", "/status", status), True),
-        (Route("GET", "/logout", logout, permission="read"), False),
-        (Route("GET", "/profile", profile), False),
-        (Route("GET", "/discover", discover, key=True), False),
+        (Route("POST", "/login", login, permission="read", openapi=openapi.LOGIN), True),
+        (Route("GET", "/status", status, openapi=openapi.STATUS), True),
+        (Route("GET", "/logout", logout, permission="read", openapi=openapi.LOGOUT), False),
+        (Route("GET", "/profile", profile, openapi=openapi.PROFILE), False),
+        (Route("GET", "/discover", discover, key=True, openapi=openapi.DISCOVER), False),
+        # authenticated like /discover: the document names the enabled plugins and every route
+        (Route("GET", "/openapi.json", openapi.view, key=True, openapi=openapi.OPENAPI), False),
     ]

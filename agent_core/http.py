@@ -245,10 +245,10 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     app.default_error_handler = _error_handler  # type: ignore[method-assign]
-    for route, public in core_routes:
+    routes = [*core_routes, *((route, False) for route in plugin_routes)]
+    for route, public in routes:
         app.route(route.path, method=route.method, callback=_guard(agent, route, public))
-    for route in plugin_routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route, False))
+    app.config["pgwarden.routes"] = routes  # what GET /openapi.json describes
 
     return app
 

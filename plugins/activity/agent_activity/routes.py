@@ -90,11 +90,96 @@ def kill(request: Request) -> dict[str, Any]:
     return {"backends": service.get(request.agent).kill(unique, request.requester)}
 
 
+# -- OpenAPI (GET /openapi.json): field names as in api/activity-api.txt ------------
+
+_STR0 = {"type": "string", "nullable": True}
+_NUM0 = {"type": "number", "nullable": True}
+_YN0 = {"type": "string", "enum": ["Y", "N"], "nullable": True}
+_PIDS = {"type": "array", "items": {"type": "integer"}}
+ROW = {
+    "pid": {"type": "integer"},
+    "database": _STR0,
+    "user": _STR0,
+    "client": _STR0,
+    "cpu": _NUM0,
+    "memory": _NUM0,
+    "read_s": _STR0,
+    "write_s": _STR0,
+    "iow": _YN0,
+    "wait": {"type": "string", "enum": ["Y", "N"]},
+    "duration": _NUM0,
+    "state": _STR0,
+    "query": _STR0,
+}
+LOCK = {"relation": {"type": "string"}, "type": _STR0, "mode": _STR0}
+
+
+_PG = {"501": {"description": "PostgreSQL older than 10."}, "503": {"description": "PostgreSQL unavailable."}}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}, **_PG}
+
+
+def _rows(fields: dict[str, Any]) -> dict[str, Any]:
+    row = {"type": "object", "required": sorted(fields), "properties": fields}
+    return _json(
+        {"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array", "items": row}}}, "The rows."
+    )
+
+
+LISTING = {
+    "parameters": [
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "At most this many rows (default [activity] limit). 406 if not an integer in range.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": _INT4_MAX},
+        }
+    ],
+    "responses": {**_rows(ROW), "406": {"description": "X-Session or limit malformed."}},
+}
+WAITING = {"responses": _rows({**ROW, **LOCK, "blocked_by": _PIDS, "root_blockers": _PIDS})}
+BLOCKING = {"responses": _rows({**ROW, **LOCK, "blocks": _PIDS, "blocked_by": _PIDS, "root": {"type": "boolean"}})}
+RESULT = {
+    "type": "object",
+    "required": ["pid", "killed"],
+    "properties": {"pid": {"type": "integer"}, "killed": {"type": "boolean"}, "reason": {"type": "string"}},
+}
+KILL = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["pids"],
+                    "properties": {
+                        "pids": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": _INT4_MAX}}
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        **_json(
+            {
+                "type": "object",
+                "required": ["backends"],
+                "properties": {"backends": {"type": "array", "items": RESULT}},
+            },
+            "One result per distinct pid, in request order; refused ones carry a reason.",
+        ),
+        "406": {"description": "X-Session malformed, or Parameter 'pids' is malformed."},
+    },
+}
+
+
 def routes() -> list[Route]:
     return [
-        Route("GET", "/activity", activity, key=True),
-        Route("GET", "/activity/waiting", waiting, key=True),
-        Route("GET", "/activity/blocking", blocking, key=True),
-        Route("POST", "/activity/kill", kill, key=False),
-        Route("POST", "/activity/activity/kill", kill, key=False),
+        Route("GET", "/activity", activity, key=True, openapi=LISTING),
+        Route("GET", "/activity/waiting", waiting, key=True, openapi=WAITING),
+        Route("GET", "/activity/blocking", blocking, key=True, openapi=BLOCKING),
+        Route("POST", "/activity/kill", kill, key=False, openapi=KILL),
+        Route("POST", "/activity/activity/kill", kill, key=False, openapi=KILL),
     ]

@@ -258,13 +258,125 @@ def _deleter(verb: str) -> Callable[..., dict[str, str]]:
     return view
 
 
+# -- OpenAPI (GET /openapi.json): field names as in api/maintenance-api.txt ---------
+
+_S = {"type": "string"}
+_S0 = {"type": "string", "nullable": True}
+_I = {"type": "integer"}
+_I0 = {"type": "integer", "nullable": True}
+_B = {"type": "boolean"}
+
+
+def _object(**fields: Any) -> dict[str, Any]:
+    """A JSON object holding exactly ``fields`` (all always present; more may be added later)."""
+    return {"type": "object", "required": sorted(fields), "properties": fields}
+
+
+def _sized(**names: bool) -> dict[str, Any]:
+    """``<name>_bytes`` and ``<name>_size`` for each name (nullable when true)."""
+    out = {}
+    for name, nullable in names.items():
+        out[f"{name}_bytes"], out[f"{name}_size"] = (_I0, _S0) if nullable else (_I, _S)
+    return out
+
+
+TOTALS = dict(
+    n_tables=_I,
+    n_indexes=_I,
+    **_sized(tables=False, toast=False, indexes=False, total=False, tables_bloat=True, indexes_bloat=True),
+)
+INDEX_SCHEMA = _object(
+    name=_S, indexrelname=_S, tablename=_S, schemaname=_S, locked=_B, type=_S, tablespace=_S0,
+    indisunique=_B, indisprimary=_B, indisvalid=_B, number_of_columns=_I, scans=_I0, idx_tup_read=_I0,
+    idx_tup_fetch=_I0, **{"def": _S0}, **_sized(total=False, bloat=True),
+)  # fmt: skip
+_KIND = {"type": "string", "enum": list(reports.KINDS.values())}
+_TABLE = dict(
+    name=_S, schemaname=_S, kind=_KIND, n_indexes=_I, n_partitions=_I, locked=_B,
+    row_estimate={"type": "number", "nullable": True},
+    **_sized(table=False, toast=False, index=False, total=False, bloat=True, index_bloat=True),
+)  # fmt: skip
+TABLE_SCHEMA = _object(**_TABLE)
+TABLE_DETAILS = _object(
+    **_TABLE, relid=_S, relname=_S, fillfactor=_I0, indexes={"type": "array", "items": INDEX_SCHEMA},
+    **{name: _I0 for name in reports._COUNTERS}, **{name: _S0 for name in reports._TIMESTAMPS},
+)  # fmt: skip
+OPERATION = _object(
+    id=_S, task=_S, params={"type": "object"}, dbname=_S0, schema=_S0, table=_S0, index=_S0,
+    datetime=_S0, status={"type": "string", "enum": ["todo", "doing", "done", "failed", "canceled", "aborted"]},
+    created_at=_S0, started_at=_S0, finished_at=_S0, requested_by=_S0, result={"nullable": True}, error=_S0,
+    notices={"type": "array", "items": _S, "nullable": True}, mode=_S0, progress={"type": "object", "nullable": True},
+)  # fmt: skip
+_DATETIME_SCHEMA = {"type": "string", "pattern": _DATETIME.pattern, "nullable": True}
+_VACUUM_MODE = {"type": "string", "pattern": "^(full|freeze|analyze)(,(full|freeze|analyze))*$", "nullable": True}
+_READ_ERRORS = {
+    "403": {"description": "The agent's role may not connect to the database."},
+    "409": {"description": "The database does not accept connections."},
+    "503": {"description": "PostgreSQL unavailable."},
+    "504": {"description": "A read took longer than [postgresql] statement_timeout."},
+}
+
+
+def _answer(schema: dict[str, Any], description: str = "Success.") -> dict[str, Any]:
+    return {
+        "responses": {
+            "200": {"description": description, "content": {"application/json": {"schema": schema}}},
+            **_READ_ERRORS,
+        }
+    }
+
+
+INSTANCE_DOC = _answer(
+    _object(
+        databases={"type": "array", "items": _object(datname=_S, **TOTALS)},
+        instance=_object(total_bytes=_I, total_size=_S),
+    )
+)
+DATABASE_DOC = _answer(
+    _object(name=_S, schemas={"type": "array", "items": _object(name=_S, **TOTALS)}, total_bytes=_I, total_size=_S)
+)
+SCHEMA_DOC = _answer(
+    _object(
+        name=_S,
+        size=_S,
+        tables={"type": "array", "items": TABLE_SCHEMA},
+        indexes={"type": "array", "items": INDEX_SCHEMA},
+        **TOTALS,
+    )
+)
+TABLE_DOC = _answer(TABLE_DETAILS)
+LISTING_DOC = _answer({"type": "array", "items": OPERATION}, "The operations (a JSON array).")
+
+
+def _post_doc(verb: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"datetime": _DATETIME_SCHEMA}
+    if verb == "vacuum":
+        body["mode"] = _VACUUM_MODE
+    doc = _answer(_object(id=_S), "The operation's id.")
+    doc["responses"]["406"] = {"description": "Parameter 'mode' or 'datetime' malformed (or X-Session)."}
+    doc["requestBody"] = {
+        "required": False,
+        "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
+    }
+    return doc
+
+
+CANCEL_DOC = {
+    "responses": {
+        "200": {"description": "Canceled.", "content": {"application/json": {"schema": _object(response=_S)}}},
+        "409": {"description": "The operation already finished, or cannot be canceled while it runs."},
+        "503": {"description": "PostgreSQL unavailable."},
+    }
+}
+
+
 # -- the route table ----------------------------------------------------------------
 
 
-def route(method: str, pattern: str, view: Callable[..., Any]) -> Route:
+def route(method: str, pattern: str, view: Callable[..., Any], openapi: dict[str, Any]) -> Route:
     """Every maintenance route accepts the agent key (as the reference lists).
     The core decodes names exactly: ``%2F`` is a slash inside a name."""
-    return Route(method, pattern, view, key=True)
+    return Route(method, pattern, view, key=True, openapi=openapi)
 
 
 DB = "/maintenance/<dbname>"
@@ -275,25 +387,25 @@ INDEX = SCHEMA + "/index/<index>"
 
 def routes() -> list[Route]:
     out = [
-        route("GET", "/maintenance", get_instance),
-        route("GET", DB, get_database),
-        route("GET", SCHEMA, get_schema),
-        route("GET", TABLE, get_table),
+        route("GET", "/maintenance", get_instance, INSTANCE_DOC),
+        route("GET", DB, get_database, DATABASE_DOC),
+        route("GET", SCHEMA, get_schema, SCHEMA_DOC),
+        route("GET", TABLE, get_table, TABLE_DOC),
     ]
     for verb in tasks.VERBS:
         out += [
-            route("POST", f"{DB}/{verb}", _poster(verb, DB)),
-            route("POST", f"{TABLE}/{verb}", _poster(verb, TABLE)),
-            route("GET", f"/maintenance/{verb}/scheduled", _lister(verb, "/maintenance", ())),
-            route("GET", f"{DB}/{verb}/scheduled", _lister(verb, DB, ("dbname",))),
-            route("GET", f"{TABLE}/{verb}/scheduled", _lister(verb, TABLE, ("dbname", "schema", "table"))),
-            route("DELETE", f"/maintenance/{verb}/<op_id>", _deleter(verb)),
+            route("POST", f"{DB}/{verb}", _poster(verb, DB), _post_doc(verb)),
+            route("POST", f"{TABLE}/{verb}", _poster(verb, TABLE), _post_doc(verb)),
+            route("GET", f"/maintenance/{verb}/scheduled", _lister(verb, "/maintenance", ()), LISTING_DOC),
+            route("GET", f"{DB}/{verb}/scheduled", _lister(verb, DB, ("dbname",)), LISTING_DOC),
+            route("GET", f"{TABLE}/{verb}/scheduled", _lister(verb, TABLE, ("dbname", "schema", "table")), LISTING_DOC),
+            route("DELETE", f"/maintenance/{verb}/<op_id>", _deleter(verb), CANCEL_DOC),
         ]
     schema_reindex = _lister("reindex", SCHEMA, ("dbname", "schema"))
     out += [
-        route("POST", f"{INDEX}/reindex", _poster("reindex", INDEX)),
-        route("GET", f"{SCHEMA}/reindex/scheduled", schema_reindex),
+        route("POST", f"{INDEX}/reindex", _poster("reindex", INDEX), _post_doc("reindex")),
+        route("GET", f"{SCHEMA}/reindex/scheduled", schema_reindex, LISTING_DOC),
         # the reference's alias of the schema listing: it does not filter on table (nor index)
-        route("GET", f"{SCHEMA}/<index>/table/<table>/reindex/scheduled", schema_reindex),
+        route("GET", f"{SCHEMA}/<index>/table/<table>/reindex/scheduled", schema_reindex, LISTING_DOC),
     ]
     return out

@@ -1,0 +1,69 @@
+"""Fixtures of the hardening suites: an agent with both plugins on the
+session's throwaway cluster, an ``admin`` (alice) and a ``read`` user (dash),
+and the agent's log captured as text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import agent_activity.plugin as activity_plugin
+import agent_maintenance.plugin as maintenance_plugin
+from agent_core.testing import PASSWORD, Databases, RunningAgent
+
+PLUGINS = {"activity": activity_plugin, "maintenance": maintenance_plugin}
+USERS = {"alice": PASSWORD, "dash": (PASSWORD, "read")}
+
+
+@pytest.fixture
+def start_full(databases: Databases, make_agent: Callable[..., RunningAgent]) -> Callable[..., RunningAgent]:
+    """``start_full(**config_sections)``: an agent with both plugins and both
+    users. Depends on ``databases`` first so agents stop before databases are
+    dropped."""
+
+    def start(**sections: dict[str, Any]) -> RunningAgent:
+        config: dict[str, dict[str, Any]] = {"agent": {"log_level": "DEBUG"}, "activity": {"sample_interval": 0.5}}
+        for name, values in sections.items():
+            config.setdefault(name, {}).update(values)
+        return make_agent(plugins=PLUGINS, config=config, users=USERS)
+
+    return start
+
+
+@pytest.fixture
+def full_agent(start_full: Callable[..., RunningAgent]) -> RunningAgent:
+    return start_full()
+
+
+class LogText(logging.Handler):
+    """Every log record of the process (root logger at DEBUG: the agent's,
+    cheroot's, SQLAlchemy's...), formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def agent_log() -> Iterator[LogText]:
+    handler = LogText()
+    logger = logging.getLogger()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
