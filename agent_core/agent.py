@@ -12,6 +12,15 @@ Plugins receive the :class:`Agent` in their hooks and use:
 ``agent.scheduler``
     :class:`~agent_core.scheduler.Scheduler`.
 ``agent.plugin_names``, ``agent.version``, ``agent.started_at``.
+``agent.notify(username, message)``
+    Record an entry of the audit log that ``GET /notifications`` answers
+    (the temboard UI shows it as the instance's notifications): call it
+    after an action that changes the instance (a backend terminated, an
+    operation scheduled or canceled), with ``request.requester`` as
+    ``username`` and a short English sentence as ``message``, such as
+    ``"Backend 4242 terminated"``. The core records logins and logouts
+    itself. The newest ``[agent] notifications_max`` entries are kept. It
+    never raises: a store failure is logged, the action stands.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from .http import Middleware, Request, Server, build_app
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
 from .scheduler import Scheduler
-from .store import Store
+from .store import Store, add_notification, list_notifications
 
 log = logging.getLogger("pgwarden")
 
@@ -167,6 +176,13 @@ class Agent:
             ", ".join(self.plugin_names) or "none",
         )
 
+    def notify(self, username: str, message: str) -> None:
+        """Record an audit log entry (``GET /notifications``); never raises."""
+        try:
+            add_notification(self.store, username, message, self.config.agent["notifications_max"])
+        except Exception:
+            log.exception("could not record the notification %r of %r", message, username)
+
     def stop(self) -> None:
         """Stop accepting requests, stop the scheduler, run shutdown hooks."""
         if self.server is not None:
@@ -196,18 +212,51 @@ def login(request: Request) -> dict[str, Any]:
         if not isinstance(body.get(name), str):
             raise MalformedParameter(name)
     token = request.agent.auth.login(body["username"], body["password"], request.remote_addr)
+    request.agent.notify(body["username"], "Login")
     return {"session": token}
 
 
 def logout(request: Request) -> dict[str, Any]:
     """GET /logout -> {"logout": true}: ends the current session. 200; 401; 406."""
     request.agent.auth.logout(request.header("X-Session") or "")
+    request.agent.notify(request.requester, "Logout")
     return {"logout": True}
 
 
 def profile(request: Request) -> dict[str, Any]:
     """GET /profile -> {"username": ..., "role": "admin"|"read"}. 200; 401; 406."""
     return {"username": request.username, "role": request.role}
+
+
+def notifications(request: Request) -> list[dict[str, str]]:
+    """GET /notifications -> [{"date": "YYYY-MM-DDTHH:MM:SS", "username", "message"}, ...]
+
+    The audit log, newest first (dates in UTC): logins, logouts and what
+    plugins record with :meth:`Agent.notify` (backends terminated,
+    operations scheduled and canceled). Session or agent key (the temboard
+    UI sends both), ``read`` permission. 200; 401 invalid session or key;
+    406 ``X-Session`` malformed.
+    """
+    return list_notifications(request.agent.store)
+
+
+NOTIFICATIONS_OPENAPI = {
+    "responses": openapi.ok(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["date", "username", "message"],
+                "properties": {
+                    "date": {"type": "string", "description": "UTC, YYYY-MM-DDTHH:MM:SS"},
+                    "username": {"type": "string", "description": "the session's user, or key"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "The audit log, newest first.",
+    )
+}
 
 
 def status(request: Request) -> dict[str, Any]:
@@ -248,6 +297,7 @@ def core_routes() -> list[tuple[Route, bool]]:
         (Route("GET", "/status", status, openapi=openapi.STATUS), True),
         (Route("GET", "/logout", logout, permission="read", openapi=openapi.LOGOUT), False),
         (Route("GET", "/profile", profile, openapi=openapi.PROFILE), False),
+        (Route("GET", "/notifications", notifications, key=True, openapi=NOTIFICATIONS_OPENAPI), False),
         (Route("GET", "/discover", discover, key=True, openapi=openapi.DISCOVER), False),
         # authenticated like /discover: the document names the enabled plugins and every route
         (Route("GET", "/openapi.json", openapi.view, key=True, openapi=openapi.OPENAPI), False),

@@ -90,6 +90,13 @@ def agent_schema() -> SectionSchema:
             "scheduler_grace", int, 300, "Seconds after its time an operation missed while down still runs.", minimum=0
         ),
         Option("scheduler_retention", int, 7 * 86400, "Seconds finished operations are kept.", validator=_positive),
+        Option(
+            "notifications_max",
+            int,
+            1000,
+            "Entries of the audit log (GET /notifications) kept; the oldest are deleted.",
+            validator=_positive,
+        ),
     ):
         s.add(opt)
     return s

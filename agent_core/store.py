@@ -73,9 +73,49 @@ operations = sa.Table(
     sa.Column("info", sa.JSON, nullable=False),
 )
 
+#: The audit log (``GET /notifications``): logins, logouts, kills, operations
+#: scheduled and canceled; the newest ``[agent] notifications_max`` are kept.
+notifications = sa.Table(
+    "core_notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("username", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def add_notification(store: Store, username: str, message: str, keep: int) -> None:
+    """Record an audit log entry and delete all but the newest ``keep``."""
+    with store.begin() as conn:
+        conn.execute(notifications.insert().values(at=now(), username=username, message=message))
+        oldest_dropped = conn.execute(
+            sa.select(notifications.c.id).order_by(notifications.c.id.desc()).offset(keep).limit(1)
+        ).scalar()
+        if oldest_dropped is not None:
+            conn.execute(notifications.delete().where(notifications.c.id <= oldest_dropped))
+
+
+def list_notifications(store: Store) -> list[dict[str, str]]:
+    """The audit log, newest first: ``{"date": "YYYY-MM-DDTHH:MM:SS" (UTC), "username", "message"}``."""
+    with store.begin() as conn:
+        rows = conn.execute(
+            sa.select(notifications.c.at, notifications.c.username, notifications.c.message).order_by(
+                notifications.c.id.desc()
+            )
+        ).all()
+    return [
+        {
+            "date": row.at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+            "username": row.username,
+            "message": row.message,
+        }
+        for row in rows
+    ]
 
 
 class Store:

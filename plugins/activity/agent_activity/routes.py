@@ -75,7 +75,8 @@ def kill(request: Request) -> dict[str, Any]:
     (the agent's own connections, autovacuum, background workers, WAL
     senders, processes that are not backends of this instance) is refused
     with ``"killed": false`` and a ``reason``. Session only. Every pid is
-    recorded in ``activity_kills``.
+    recorded in ``activity_kills``; each one terminated also in the audit
+    log (``GET /notifications``: ``Backend <pid> terminated``).
 
     200 results (one per distinct pid, in request order); 400 body not JSON;
     401 invalid session; 406 ``X-Session`` malformed, or ``Parameter 'pids'
@@ -87,7 +88,11 @@ def kill(request: Request) -> dict[str, Any]:
     if not isinstance(pids, list) or not all(type(p) is int and 0 < p <= _INT4_MAX for p in pids):
         raise MalformedParameter("pids")
     unique = list(dict.fromkeys(pids))
-    return {"backends": service.get(request.agent).kill(unique, request.requester)}
+    results = service.get(request.agent).kill(unique, request.requester)
+    for result in results:
+        if result["killed"]:
+            request.agent.notify(request.requester, f"Backend {result['pid']} terminated")
+    return {"backends": results}
 
 
 # -- OpenAPI (GET /openapi.json): field names as in api/activity-api.txt ------------

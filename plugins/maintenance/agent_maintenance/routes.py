@@ -160,6 +160,18 @@ def parse_datetime(value: Any) -> datetime | None:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
+def describe(
+    verb: str, mode: str | None, dbname: str | None, schema: str | None, table: str | None, index: str | None
+) -> str:
+    """``VACUUM (full,analyze) of table s.t in database d``: an operation in the audit log."""
+    what = verb.upper() + (f" ({mode})" if mode else "")
+    if index is not None:
+        return f"{what} of index {schema}.{index} in database {dbname}"
+    if table is not None:
+        return f"{what} of table {schema}.{table} in database {dbname}"
+    return f"{what} of database {dbname}"
+
+
 def _submit(
     request: Request, verb: str, dbname: str, schema: str | None, table: str | None, index: str | None
 ) -> dict[str, str]:
@@ -182,6 +194,10 @@ def _submit(
         table=table,
         index=index,
         requested_by=request.requester,
+    )
+    at = f"for {when:%Y-%m-%dT%H:%M:%SZ}" if when else "to run now"
+    request.agent.notify(
+        request.requester, f"{describe(verb, mode, dbname, schema, table, index)} scheduled {at} (operation {op_id})"
     )
     return {"id": op_id}
 
@@ -246,13 +262,16 @@ def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., li
 
 def _deleter(verb: str) -> Callable[..., dict[str, str]]:
     def view(request: Request, op_id: str) -> dict[str, str]:
-        request.agent.scheduler.cancel(op_id, task=f"maintenance.{verb}")
+        op = request.agent.scheduler.cancel(op_id, task=f"maintenance.{verb}")
+        what = describe(verb, op.params.get("mode"), op.dbname, op.schema, op.table, op.index)
+        request.agent.notify(request.requester, f"{what} canceled (operation {op_id})")
         return {"response": "ok"}
 
     view.__name__ = f"cancel_{verb}"
     view.__doc__ = (
         f"DELETE /maintenance/{verb}/<id>: cancel a {verb} operation; a running one through\n"
-        '    pg_cancel_backend of its own backend. -> {"response": "ok"}.\n\n'
+        '    pg_cancel_backend of its own backend. -> {"response": "ok"}. Recorded in the\n'
+        "    audit log (GET /notifications), as is every operation scheduled.\n\n"
         f"    200; 401; 404 unknown id or not a {verb}; 406; 409 already finished; 503.\n"
     )
     return view
