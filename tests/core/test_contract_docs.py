@@ -1,36 +1,165 @@
-"""Meta-tests: every hook is documented with its exact signature and exercised by a test."""
+"""Meta-tests: the plugin authors' docs (docs/plugins/) say what the code does.
 
+Every hook is documented in hooks.md with its exact signature and the in-repo
+plugins that use it; the fields of Route, TaskType and Option, the attributes
+of Request and TaskContext and the fixtures of agent_core.testing are all
+documented (and nothing that does not exist); the example in testing.md is the
+example plugin's own test code; links between the pages resolve. That every
+hook is exercised, in the documented order, is tested in test_plugins.py; that
+the documented start-up errors are the real ones too.
+"""
+
+import ast
+import dataclasses
 import inspect
 import pathlib
+import re
 
-from agent_core.hookspecs import AgentSpec
+import pytest
+
+import agent_core.testing
+from agent_core.hookspecs import AgentSpec, Option, Route, TaskType
+from agent_core.http import Request
+from agent_core.plugins import hook_arguments, implemented_hooks
+from agent_core.scheduler import TaskContext
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "plugins"
+#: The in-repo plugins as "Used by" names them: plugin name -> module of its hooks.
+IN_REPO = {
+    "activity": "agent_activity.plugin",
+    "maintenance": "agent_maintenance.plugin",
+    "hello": "agent_hello.plugin",
+}
 
 
-def hooks():
-    for name, fn in inspect.getmembers(AgentSpec, inspect.isfunction):
-        sig = inspect.signature(fn)
+def signatures():
+    """``{hook: "name(args) -> return"}`` from hookspecs.py, quotes of postponed annotations removed."""
+    out = {}
+    for name in hook_arguments():
+        sig = inspect.signature(getattr(AgentSpec, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
-        text = str(sig.replace(parameters=params)).replace("'", "")
-        yield name, fn, text
+        out[name] = name + str(sig.replace(parameters=params)).replace("'", "")
+    return out
+
+
+def hook_sections():
+    """hooks.md cut at its ``## `signature``` headings: [(heading signature, section text)]."""
+    text = (DOCS / "hooks.md").read_text()
+    parts = re.split(r"^## `([^`]+)`\n", text, flags=re.M)
+    return list(zip(parts[1::2], parts[2::2]))
+
+
+def section_of(hook):
+    return next(body for heading, body in hook_sections() if heading.startswith(hook + "("))
+
+
+def bullets(text):
+    """Names of the ``- `name`:`` bullets of a text."""
+    return re.findall(r"^- `(\w+)`:", text, flags=re.M)
 
 
 def test_every_hook_has_a_docstring_saying_when_and_raising():
-    for name, fn, _ in hooks():
-        doc = inspect.getdoc(fn) or ""
+    for name in hook_arguments():
+        doc = inspect.getdoc(getattr(AgentSpec, name)) or ""
         assert name.startswith("agent_"), name
         assert "Called" in doc, name
         assert "rais" in doc.lower(), name
 
 
-def test_every_hook_is_documented_with_its_exact_signature():
-    doc = (ROOT / "docs" / "plugin-contract.md").read_text()
-    for name, _, signature in hooks():
-        assert f"`{name}{signature}`" in doc, f"docs/plugin-contract.md lacks `{name}{signature}`"
+def test_hooks_md_has_one_section_per_hook_headed_by_its_exact_signature():
+    documented = [heading for heading, _ in hook_sections()]
+    assert sorted(documented) == sorted(signatures().values())
 
 
-def test_every_hook_is_exercised_by_a_core_test():
-    probe = (ROOT / "tests" / "core" / "conftest.py").read_text()
-    for name, _, _ in hooks():
-        assert f"def {name}(" in probe, name
+def test_every_hook_section_says_when_what_to_return_and_raising_with_an_example():
+    for heading, body in hook_sections():
+        for part in ("**Arguments.**", "**When.**", "**Return.**", "**Raising.**", "**Example.**", "**Used by:**"):
+            assert part in body, f"{heading}: no {part}"
+        assert "```python" in body, heading
+
+
+def test_used_by_names_exactly_the_in_repo_plugins_implementing_each_hook():
+    modules = {}
+    for name, module in IN_REPO.items():
+        modules[name] = pytest.importorskip(module, reason=f"{module} is installed by make test")
+    for heading, body in hook_sections():
+        hook = heading.split("(")[0]
+        line = re.search(r"^\*\*Used by:\*\* (.*)$", body, flags=re.M).group(1)
+        documented = re.findall(r"`(\w+)`", line)
+        actual = [name for name, module in modules.items() if hook in implemented_hooks(module)]
+        assert documented == actual, f"{hook}: docs say {documented}, the code {actual}"
+
+
+@pytest.mark.parametrize(
+    "cls,hook",
+    [(Route, "agent_register_routes"), (TaskType, "agent_register_tasks"), (Option, "agent_add_config")],
+)
+def test_every_field_of_the_hook_dataclasses_is_documented(cls, hook):
+    fields = [f.name for f in dataclasses.fields(cls)]
+    assert bullets(section_of(hook)) == fields, f"hooks.md, {hook}: the bullets must be the fields of {cls.__name__}"
+
+
+def public_names(cls):
+    """Public attributes of a class: dataclass fields, ``self.x =`` in __init__, properties and methods."""
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    init = None if dataclasses.is_dataclass(cls) else ast.parse(inspect.getsource(cls.__init__).strip())
+    for node in ast.walk(init) if init else ():
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and node.value.id == "self":
+            names.add(node.attr)
+    names.update(name for name, value in vars(cls).items() if callable(value) or isinstance(value, property))
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("cls,prefix", [(Request, "request"), (TaskContext, "ctx")])
+def test_request_and_task_context_attributes_are_documented(cls, prefix):
+    text = (DOCS / "writing.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith(f"| `{prefix}.")]
+    documented = {name for row in rows for name in re.findall(rf"`{prefix}\.(\w+)", row.split(" | ")[0])}
+    assert documented == public_names(cls)
+
+
+def test_every_fixture_and_make_agent_argument_is_documented():
+    text = (DOCS / "testing.md").read_text()
+    marks = ("_fixture_function_marker", "_pytestfixturefunction")  # pytest >= 8.4, older
+    fixtures = [name for name, value in vars(agent_core.testing).items() if any(hasattr(value, m) for m in marks)]
+    assert {"pg_cluster", "make_agent", "agent", "client", "databases", "backends"} <= set(fixtures)
+    for name in fixtures:
+        assert re.search(rf"^### .*`{name}`", text, flags=re.M), f"testing.md: no section for the fixture {name}"
+    module = ast.parse(inspect.getsource(agent_core.testing))
+    fixture = next(n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "make_agent")
+    make = next(n for n in fixture.body if isinstance(n, ast.FunctionDef))
+    args = [a.arg for a in make.args.args + make.args.kwonlyargs]
+    assert args
+    section = text.split("### `make_agent`")[1].split("\n### ")[0]
+    for arg in args:
+        assert f"    {arg}=" in section, f"testing.md: make_agent's argument {arg} is not shown"
+
+
+def test_the_example_in_testing_md_is_the_example_plugins_test_code():
+    text = (DOCS / "testing.md").read_text()
+    example = text.split("## Example")[1]
+    code = re.search(r"```python\n(.*?)```", example, flags=re.S).group(1)
+    tests = (ROOT / "examples" / "pgwarden-hello" / "tests" / "test_hello.py").read_text()
+    functions = [node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef)]
+    assert functions
+    for node in functions:
+        assert ast.get_source_segment(code, node) in tests, f"testing.md's {node.name} differs from the example's"
+
+
+def slug(heading):
+    """The anchor GitHub gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_pages_resolve():
+    for page in sorted(DOCS.glob("*.md")):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith("http"):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), f"{page.name}: broken link {target}"
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)
+                assert anchor in {slug(h) for h in headings}, f"{page.name}: no heading for #{anchor}"

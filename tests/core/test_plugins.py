@@ -1,14 +1,22 @@
-"""The plugin contract: validation in one place, lifecycle order, tracing."""
+"""The plugin contract: every hook called in the documented order, validation
+in one place, the documented start-up errors, tracing."""
 
 import logging
+import pathlib
+import re
 import types
 
 import pytest
 import sqlalchemy as sa
 
-from agent_core.errors import StartupError
-from agent_core.hookspecs import Route, TaskType, hookimpl
+from agent_core.agent import load
+from agent_core.config import RawConfig
+from agent_core.errors import ConfigError, StartupError
+from agent_core.hookspecs import Option, Route, TaskType, hookimpl
+from agent_core.plugins import hook_arguments
 from agent_core.testing import KEY
+
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "plugins"
 
 
 def plugin(**hooks):
@@ -24,17 +32,151 @@ def view(request):
     return {"ok": True}
 
 
-def test_lifecycle_order(make_agent, probe):
-    running = make_agent(plugins={"probe": probe})
-    assert probe.state.calls == [
-        "agent_add_config",
-        "agent_db_metadata",
-        "agent_register_tasks",
-        "agent_register_routes",
-        "agent_startup",
-    ]
+def every_hook(name, calls):
+    """A plugin implementing every hook, recording ``(plugin, hook)`` in ``calls``."""
+    metadata = sa.MetaData()
+    sa.Table(f"{name}_things", metadata, sa.Column("id", sa.Integer, primary_key=True))
+
+    def record(hook, result=None):
+        calls.append((name, hook))
+        return result
+
+    return plugin(
+        agent_add_config=lambda schema: record("agent_add_config", schema.add(Option("word", str, "unset"))),
+        agent_db_metadata=lambda: record("agent_db_metadata", metadata),
+        agent_register_tasks=lambda agent: record("agent_register_tasks", [TaskType(f"{name}.tick", lambda ctx: 1)]),
+        agent_register_routes=lambda agent: record("agent_register_routes", [Route("GET", f"/{name}", view, key=True)]),
+        agent_startup=lambda agent: record("agent_startup"),
+        agent_shutdown=lambda agent: record("agent_shutdown"),
+    )
+
+
+def documented_order():
+    """The hooks in the order of their sections in hooks.md ("in the order the core calls them")."""
+    return re.findall(r"^## `(\w+)\(", (DOCS / "hooks.md").read_text(), flags=re.M)
+
+
+def test_every_hook_is_called_in_the_documented_order(make_agent):
+    order = documented_order()
+    assert sorted(order) == sorted(hook_arguments()), "this test must exercise every hook of hookspecs.py"
+    calls = []
+    running = make_agent(
+        plugins={"first": every_hook("first", calls), "second": every_hook("second", calls)},
+        config={"first": {"word": "set"}},
+    )
+    # plugin after plugin in the order of [agent] plugins, hook after hook ...
+    assert calls == [(p, hook) for hook in order if hook != "agent_shutdown" for p in ("first", "second")]
+    # ... and each hook's result is in effect
+    agent = running.agent
+    assert agent.config.section("first") == {"word": "set"} and agent.config.section("second") == {"word": "unset"}
+    assert {"first_things", "second_things"} <= set(sa.inspect(agent.store.engine).get_table_names())
+    assert {"first.tick", "second.tick"} <= set(agent.scheduler.tasks)
+    assert running.client().get(f"/second?key={KEY}").json() == {"ok": True}
+    calls.clear()
     running.stop()
-    assert probe.state.calls[-1] == "agent_shutdown"
+    assert calls == [("second", "agent_shutdown"), ("first", "agent_shutdown")]
+
+
+def documented_errors():
+    """``{title: message}`` of the list in writing.md, "When a plugin cannot load"."""
+    text = (DOCS / "writing.md").read_text()
+    section = text.split("## When a plugin cannot load")[1].split("\n## ")[0]
+    items = re.findall(r"^- \*\*(.+?)\*\*(.*?)(?=^- |^\n|\Z)", section, flags=re.M | re.S)
+    return {title: re.findall(r"`([^`]+)`", body)[-1] for title, body in items}
+
+
+@pytest.fixture
+def greet_installed(tmp_path, monkeypatch):
+    """An installed distribution pgwarden-greet 1.0.0 whose plugin ``greet`` fails to import."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "greet_plugin.py").write_text("raise ModuleNotFoundError(\"No module named 'requests'\")\n")
+    info = site / "pgwarden_greet-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pgwarden-greet\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[pgwarden]\ngreet = greet_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+
+
+def startup_error(make_agent, **hooks):
+    with pytest.raises(StartupError) as e:
+        make_agent(plugins={"greet": plugin(**hooks)})
+    return str(e.value)
+
+
+def config_error(tmp_path):
+    raw = RawConfig.from_dict({"agent": {"home": str(tmp_path), "plugins": "greet"}})
+    with pytest.raises(ConfigError) as e:
+        load(raw, environ={})
+    return "\n".join(e.value.problems)
+
+
+def refuse_startup(agent):
+    raise StartupError("needs PostgreSQL 13 or later")
+
+
+def raise_name_error(agent):
+    return routes.routes()  # noqa: F821 - the mistake the documented message shows
+
+
+def table_without_prefix():
+    md = sa.MetaData()
+    sa.Table("visits", md, sa.Column("id", sa.Integer, primary_key=True))
+    return md
+
+
+def misspelled_hook(make_agent):
+    return startup_error(make_agent, agent_register_route=lambda agent: [])
+
+
+def misspelled_argument(make_agent):
+    return startup_error(make_agent, agent_startup=lambda agnet: None)
+
+
+def route_outside_prefix(make_agent):
+    return startup_error(make_agent, agent_register_routes=lambda agent: [Route("GET", "/hello", view)])
+
+
+def duplicate_route(make_agent):
+    routes = [Route("GET", "/greet/<name>", view), Route("GET", "/greet/<who>", view)]
+    return startup_error(make_agent, agent_register_routes=lambda agent: routes)
+
+
+#: How each documented start-up error is caused: title in writing.md -> cause(make_agent, tmp_path).
+CAUSES = {
+    "Enabled but not installed": lambda make_agent, tmp_path: config_error(tmp_path),
+    "Import failure": lambda make_agent, tmp_path: config_error(tmp_path),  # with greet_installed
+    "Misspelled hook": lambda make_agent, tmp_path: misspelled_hook(make_agent),
+    "Misspelled hook argument": lambda make_agent, tmp_path: misspelled_argument(make_agent),
+    "Route outside its prefix": lambda make_agent, tmp_path: route_outside_prefix(make_agent),
+    "Duplicate route": lambda make_agent, tmp_path: duplicate_route(make_agent),
+    "Table without the prefix": lambda make_agent, tmp_path: startup_error(
+        make_agent, agent_db_metadata=table_without_prefix
+    ),
+    "Task without the prefix": lambda make_agent, tmp_path: startup_error(
+        make_agent, agent_register_tasks=lambda agent: [TaskType("count", view)]
+    ),
+    "A hook raised `StartupError`": lambda make_agent, tmp_path: startup_error(
+        make_agent, agent_startup=refuse_startup
+    ),
+    "A hook raised anything else": lambda make_agent, tmp_path: startup_error(
+        make_agent, agent_register_routes=raise_name_error
+    ),
+}
+
+
+def test_every_documented_start_up_error_is_caused_here():
+    assert sorted(documented_errors()) == sorted(CAUSES)
+
+
+@pytest.mark.parametrize("title", sorted(CAUSES))
+def test_loading_errors_give_the_documented_message(title, make_agent, tmp_path, request):
+    if title == "Import failure":
+        request.getfixturevalue("greet_installed")
+    documented = documented_errors()[title]
+    message = CAUSES[title](make_agent, tmp_path)
+    pattern = ".*".join(re.escape(piece) for piece in documented.split("..."))
+    assert any(re.fullmatch(pattern, line) for line in message.splitlines()), (documented, message)
 
 
 def test_plugin_config_section_values(make_agent, probe):

@@ -61,6 +61,9 @@ def test_enabled_through_the_config(pg_cluster, tmp_path):
         assert res.status == 200 and res.json()["greeting"] == "Hey, key"
     finally:
         agent.stop()
+
+
+def test_pgwarden_plugins_lists_it(tmp_path):
     conf = tmp_path / "pgwarden.conf"
     conf.write_text(f"[agent]\nhome = {tmp_path}\nplugins = hello\n[hello]\ngreeting = Hey\n")
     out = subprocess.run(
