@@ -163,9 +163,7 @@ class Agent:
             try:
                 self.server.start()
             except OSError as e:
-                raise StartupError(
-                    f"cannot listen on {self.config.agent['address']}:{self.config.agent['port']}: {e.strerror or e}"
-                ) from None
+                raise StartupError(f"cannot listen on {e.strerror or e}") from None
         except BaseException:
             self.stop()
             raise
@@ -265,7 +263,14 @@ def status(request: Request) -> dict[str, Any]:
 
 
 def discover(request: Request) -> dict[str, Any]:
-    """GET /discover: host and PostgreSQL facts. 200; 401; 406; 503 PostgreSQL down."""
+    """GET /discover: host and PostgreSQL facts. 200; 401; 406; 503 PostgreSQL down.
+
+    ``pg_local`` says whether PostgreSQL runs on the agent's host and
+    ``pg_local_reason`` why (see :meth:`Postgres.locality`). When it does not
+    (a managed database, another machine), ``cpu`` and ``memory_size`` are
+    null (they would describe the agent's host, not the database's) and so are
+    the per-process metrics of plugins.
+    """
     agent = request.agent
     rows = agent.postgres.query(
         "SELECT current_setting('server_version_num')::int AS num, version() AS summary,"
@@ -274,10 +279,16 @@ def discover(request: Request) -> dict[str, Any]:
         " current_setting('data_directory', true) AS data"
     )
     pg = rows[0]
+    locality = agent.postgres.locality()
+    reason = locality.reason
+    if not locality.local:
+        reason += ": PostgreSQL's host cannot be read from here, so its CPU, memory and per-process metrics are null"
     return {
         "hostname": socket.getfqdn(),
-        "cpu": os.cpu_count(),
-        "memory_size": psutil.virtual_memory().total,
+        "cpu": os.cpu_count() if locality.local else None,
+        "memory_size": psutil.virtual_memory().total if locality.local else None,
+        "pg_local": locality.local,
+        "pg_local_reason": reason,
         "pg_port": pg["port"],
         "pg_version": pg["version"],
         "pg_version_num": pg["num"],

@@ -88,6 +88,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     config, plugins = _load(args)
     open_store(config, connect=True).dispose()
+    from .postgres import check
+
+    unreachable = check(config.postgresql)  # ConfigError when the server refuses the settings
+    if unreachable:
+        print(
+            f"warning: postgresql: cannot connect now (the agent answers 503 until it can): {unreachable}",
+            file=sys.stderr,
+        )
     print(f"{_config_path(args)}: OK (plugins: {', '.join(plugins.names) or 'none'})")
     return 0
 

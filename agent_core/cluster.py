@@ -3,6 +3,11 @@
 ``initdb`` and ``pg_ctl`` refuse to run as root: when we are root they run as
 the ``postgres`` OS user, with a data directory and a short socket directory
 (socket paths are limited to about 100 bytes) that it owns.
+
+Authentication is ``trust``, except for members of the role
+:data:`SCRAM_GROUP`: they must give their password (``scram-sha-256``),
+over TCP and over the Unix socket; :meth:`Cluster.password_role` makes such a
+role.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,9 @@ INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found: install them with "
     "'apt-get install postgresql' (Debian/Ubuntu), or set PG_BINDIR to their directory"
 )
+
+#: Members of this role log in with a password; every other role is trusted.
+SCRAM_GROUP = "pgwarden_scram"
 
 
 def find_bindir() -> str | None:
@@ -67,6 +77,7 @@ class Cluster:
             for path in (self.datadir, self.sockdir):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self.extra_conf = dict(extra_conf or {})
+        self._isolated: subprocess.Popen[bytes] | None = None
 
     def _run(self, *args: str) -> None:
         subprocess.run(args, check=True, capture_output=True, user=self.run_as, cwd="/tmp")
@@ -92,13 +103,59 @@ class Cluster:
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             for key, value in conf.items():
                 f.write(f"{key} = {value}\n")
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        with open(hba) as f:
+            trusted = f.read()
+        with open(hba, "w") as f:  # the first matching line wins
+            f.write(f"local all +{SCRAM_GROUP} scram-sha-256\n")
+            f.write(f"host all +{SCRAM_GROUP} 127.0.0.1/32 scram-sha-256\n")
+            f.write(f"host all +{SCRAM_GROUP} ::1/128 scram-sha-256\n")
+            f.write(trusted)
 
     def start(self) -> None:
         self._run(
             os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile, "-w", "-t", "60", "start"
         )
 
+    def start_isolated(self) -> None:
+        """Start the server in a PID namespace of its own (``unshare --pid``,
+        root only): its process ids mean nothing on this host, as for a server
+        in a container or on another machine, while its port and socket stay
+        reachable. RuntimeError when this cannot be done here."""
+        if os.geteuid() != 0 or not self.run_as or not shutil.which("unshare") or not shutil.which("setpriv"):
+            raise RuntimeError("a server in its own PID namespace needs root and util-linux's unshare and setpriv")
+        user = self.run_as
+        command = ["unshare", "--pid", "--fork", "--", "setpriv", f"--reuid={user}", f"--regid={user}"]
+        command += ["--init-groups", os.path.join(self.bindir, "postgres"), "-D", self.datadir]
+        with open(self.logfile, "ab") as log:
+            self._isolated = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd="/tmp")
+        import psycopg2
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.connect().close()
+                return
+            except psycopg2.OperationalError:
+                if self._isolated.poll() is not None or time.monotonic() > deadline:
+                    self.stop("immediate")
+                    raise RuntimeError(f"the isolated server did not start; see {self.logfile}") from None
+                time.sleep(0.1)
+
     def stop(self, mode: str = "fast") -> None:
+        if self._isolated is not None:
+            # signal the postmaster (unshare's child); unshare exits with it
+            signals = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+            for pid in _children(self._isolated.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signals[mode])
+            try:
+                self._isolated.wait(60)
+            except subprocess.TimeoutExpired:
+                self._isolated.kill()
+                self._isolated.wait()
+            self._isolated = None
+            return
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "stop")
 
@@ -129,6 +186,29 @@ class Cluster:
         finally:
             conn.close()
 
+    def password_role(self, name: str, password: str, *grants: str) -> None:
+        """Create login role ``name`` that must give ``password`` (a member of
+        :data:`SCRAM_GROUP`), member of the roles ``grants`` too."""
+        from psycopg2 import sql
+
+        self.execute(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN"
+            f" CREATE ROLE {SCRAM_GROUP} NOLOGIN; END IF; END$$",
+            (SCRAM_GROUP,),
+        )
+        self.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(name)), (password,))
+        for role in (SCRAM_GROUP, *grants):
+            self.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(name)))
+
     def url(self, dbname: str) -> str:
         """A SQLAlchemy URL for ``dbname`` (for a PostgreSQL operations store)."""
         return f"postgresql+psycopg2://{self.superuser}@{self.host}:{self.port}/{quote(dbname)}"
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the children of process ``pid`` (from /proc)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process(pid).children()]
+    return []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,10 +59,60 @@ def _port(value: int) -> int:
     return value
 
 
+def _addresses(value: list[str]) -> list[str]:
+    """Listen addresses: brackets of ``[::1]`` dropped, duplicates removed, at least one."""
+    out = list(dict.fromkeys(a[1:-1] if a.startswith("[") and a.endswith("]") else a for a in value))
+    if not out:
+        raise ValueError("at least one address is required")
+    return out
+
+
+#: libpq parameters that have their own ``[postgresql]`` key or that the agent sets itself.
+_OWN_CONNINFO = {
+    "host": "host",
+    "hostaddr": "host",
+    "port": "port",
+    "user": "user",
+    "password": "password",
+    "dbname": "dbname",
+    "sslmode": "sslmode",
+    "connect_timeout": "connect_timeout",
+    "application_name": None,
+    "options": "statement_timeout and lock_timeout",
+    "client_encoding": None,
+}
+
+
+def _conninfo(value: str) -> str:
+    """Other libpq parameters as ``key=value`` pairs; the keys handled elsewhere are refused.
+
+    The reason never repeats the text: it may hold a secret."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        params = parse_dsn(value)
+    except Exception as e:
+        unknown = re.search(r'invalid connection option "(\w+)"', str(e))
+        reason = f"unknown libpq parameter {unknown.group(1)!r}" if unknown else "bad syntax"
+        raise ValueError(f"not a libpq connection string of key=value pairs: {reason}") from None
+    for key in params:
+        if key in _OWN_CONNINFO:
+            instead = _OWN_CONNINFO[key]
+            hint = f"use [postgresql] {instead} instead" if instead else "the agent sets it itself"
+            raise ValueError(f"{key!r} cannot be set here: {hint}")
+    return value
+
+
 def agent_schema() -> SectionSchema:
     s = SectionSchema("agent")
     for opt in (
-        Option("address", str, "127.0.0.1", "Address to listen on."),
+        Option(
+            "address",
+            list,
+            ["127.0.0.1"],
+            "Addresses to listen on, comma separated (IPv4 or IPv6, e.g. 127.0.0.1, ::1).",
+            validator=_addresses,
+        ),
         Option("port", int, 2345, "TCP port to listen on (0 picks a free one).", validator=_port),
         Option("tls_cert", str, None, "PEM certificate file; TLS is on when set."),
         Option("tls_key", str, None, "PEM private key of the certificate."),
@@ -110,9 +161,32 @@ def postgresql_schema() -> SectionSchema:
         Option("user", str, "postgres", "Role the agent connects as."),
         Option("password", str, None, "Password (unset: none, or .pgpass).", secret=True),
         Option("dbname", str, "postgres", "Default database."),
+        Option(
+            "sslmode",
+            str,
+            None,
+            "libpq sslmode (unset: libpq's default, prefer).",
+            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        ),
+        Option(
+            "conninfo",
+            str,
+            None,
+            "Other libpq parameters as key=value pairs (sslrootcert=..., keepalives_idle=60...).",
+            validator=_conninfo,
+            secret=True,
+        ),
         Option("instance", str, "main", "Instance name shown to clients."),
+        Option(
+            "local",
+            str,
+            "auto",
+            "Whether PostgreSQL runs on this host: auto (detect), yes or no.",
+            choices=("auto", "yes", "no"),
+        ),
         Option("connect_timeout", int, 5, "Seconds to wait for a connection.", validator=_positive),
         Option("statement_timeout", int, 30, "Seconds a monitoring query may run.", validator=_positive),
+        Option("lock_timeout", int, 5, "Seconds a monitoring query may wait for a lock.", validator=_positive),
     ):
         s.add(opt)
     return s
@@ -359,11 +433,13 @@ def validate(
                 problems.append(f"agent.{key}: no such file {path!r}")
         if agent.get("tls_client_verify") != "none" and not agent.get("tls_ca"):
             problems.append("agent.tls_client_verify: needs agent.tls_ca")
-        if not agent.get("tls_cert") and agent.get("address") and not _is_loopback(agent["address"]):
-            problems.append(
-                f"agent.address: refusing plain HTTP on {agent['address']}: "
-                "set tls_cert and tls_key, or bind to 127.0.0.1"
-            )
+        if not agent.get("tls_cert"):
+            for address in agent.get("address") or []:
+                if not _is_loopback(address):
+                    problems.append(
+                        f"agent.address: refusing plain HTTP on {address}: "
+                        "set tls_cert and tls_key, or bind to loopback addresses (127.0.0.1, ::1) only"
+                    )
         problems += _check_paths(agent)
         if agent.get("session_idle") and agent.get("session_lifetime"):
             if agent["session_idle"] > agent["session_lifetime"]:

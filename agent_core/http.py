@@ -332,53 +332,93 @@ def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = Fal
 
 
 class Server:
-    """cheroot serving the app: bind in :meth:`start` (errors surface in the
-    caller's thread), serve in a thread, stop gracefully."""
+    """cheroot serving the app on every ``[agent] address``: one cheroot server
+    per address (cheroot binds one address per server), all sharing the app.
+
+    :meth:`start` binds them all in the caller's thread (errors surface there;
+    nothing stays bound after a failure), then serves each in a thread. With
+    ``port = 0`` the first address picks a free port and the others use the
+    same one."""
 
     def __init__(self, app: Callable[..., Any], settings: dict[str, Any]):
-        self.server = wsgi.Server(
-            (settings["address"], settings["port"]),
-            app,
+        self.app = app
+        self.settings = settings
+        addresses = settings["address"]
+        self.addresses: list[str] = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.tls = bool(settings.get("tls_cert"))
+        self.servers: list[wsgi.Server] = []
+        self._threads: list[threading.Thread] = []
+
+    def _server(self, address: str, port: int) -> wsgi.Server:
+        settings = self.settings
+        server = wsgi.Server(
+            (address, port),
+            self.app,
             numthreads=settings["threads"],
             request_queue_size=128,
             server_name=SERVER,
             timeout=30,
             shutdown_timeout=5,
         )
-        self.server.error_log = _cheroot_log  # type: ignore[method-assign]
-        if settings.get("tls_cert"):
+        server.error_log = _cheroot_log  # type: ignore[method-assign]
+        if self.tls:
             adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
             verify = settings.get("tls_client_verify", "none")
             if verify != "none":
                 adapter.context.load_verify_locations(settings["tls_ca"])
                 adapter.context.verify_mode = ssl.CERT_REQUIRED if verify == "required" else ssl.CERT_OPTIONAL
-            self.server.ssl_adapter = adapter
-        self.tls = bool(settings.get("tls_cert"))
-        self._thread: threading.Thread | None = None
+            server.ssl_adapter = adapter
+        return server
 
     @property
     def port(self) -> int:
-        return int(self.server.bind_addr[1])
+        return int(self.servers[0].bind_addr[1]) if self.servers else int(self.settings["port"])
 
     @property
     def address(self) -> str:
-        return str(self.server.bind_addr[0])
+        """The first address."""
+        return self.addresses[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per address, in the configured order."""
+        out = []
+        for server in self.servers:
+            host, port = server.bind_addr[:2]
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{'https' if self.tls else 'http'}://{host}:{port}")
+        return out
 
     @property
     def url(self) -> str:
-        host = self.address
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        """The URL of the first address."""
+        return self.urls[0]
 
     def start(self) -> None:
-        self.server.prepare()
-        self._thread = threading.Thread(target=self.server.serve, name="pgwarden-http", daemon=True)
-        self._thread.start()
-        while not self.server.ready:  # pragma: no cover - set by prepare()
-            time.sleep(0.01)
+        """Bind every address, then serve. OSError naming the address when one
+        cannot be bound (the others are released)."""
+        port = int(self.settings["port"])
+        try:
+            for address in self.addresses:
+                server = self._server(address, port)
+                try:
+                    server.prepare()
+                except OSError as e:
+                    host = f"[{address}]" if ":" in address else address
+                    raise OSError(e.errno, f"{host}:{port}: {e.strerror or e}") from None
+                self.servers.append(server)
+                port = int(server.bind_addr[1])
+        except BaseException:
+            self.stop()
+            raise
+        for server in self.servers:
+            thread = threading.Thread(target=server.serve, name="pgwarden-http", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        self.server.stop()
-        if self._thread is not None:
-            self._thread.join(10)
+        for server in self.servers:
+            server.stop()
+        for thread in self._threads:
+            thread.join(10)
+        self.servers, self._threads = [], []

@@ -209,7 +209,9 @@ DISCOVER = {
                 "properties": {
                     "hostname": _STRING,
                     "cpu": {"type": "integer", "nullable": True},
-                    "memory_size": _INT,
+                    "memory_size": {"type": "integer", "nullable": True},
+                    "pg_local": {"type": "boolean"},
+                    "pg_local_reason": _STRING,
                     "pg_port": _INT,
                     "pg_version": _STRING,
                     "pg_version_num": _INT,

@@ -2,14 +2,25 @@
 
 ``agent.postgres.connect(dbname)`` lends a pooled connection for a request:
 autocommit (each statement sees fresh statistics), ``application_name`` set,
-``statement_timeout`` from ``[postgresql] statement_timeout``. A connection
+the monitoring timeouts ``statement_timeout`` and ``lock_timeout`` from
+``[postgresql]`` (a query stuck behind an ``ACCESS EXCLUSIVE`` lock fails
+with ``LockNotAvailable`` instead of holding the connection). A connection
 that cannot be made raises :class:`~agent_core.errors.PostgresUnavailable`
-(answered 503 naming the cause) within ``connect_timeout``; broken pooled
-connections are dropped so the agent recovers by itself once PostgreSQL is
-back.
+(answered 503 naming the cause, the password never shown) within
+``connect_timeout``; broken pooled connections are dropped so the agent
+recovers by itself once PostgreSQL is back.
+
+Connections use ``[postgresql]`` host (a socket directory or an address),
+port, user, password, dbname, sslmode, and ``conninfo`` for any other libpq
+parameter; libpq's ``PG*`` environment variables and ``~/.pgpass`` fill in
+what none of them sets.
 
 ``agent.postgres.dedicated(dbname, application_name)`` opens a connection of
-its own for long work (maintenance operations); the caller closes it.
+its own for long work (maintenance operations, with their own timeouts); the
+caller closes it.
+
+``agent.postgres.locality()`` tells whether PostgreSQL runs on this host (so
+its processes can be read in ``/proc``), and why: see :func:`detect_local`.
 
 The backend pids of every connection the agent holds are in ``own_pids`` (a
 snapshot), so monitoring can leave the agent's own connections out.
@@ -25,15 +36,17 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from .errors import PostgresUnavailable, first_line
+from .errors import ConfigError, PostgresUnavailable, first_line
 
 log = logging.getLogger("pgwarden.postgres")
 
@@ -41,6 +54,59 @@ APPLICATION_NAME = "pgwarden"
 _MAX_IDLE_PER_DB = 4
 _PING_AFTER = 2.0
 POOL_IDLE = 10.0
+#: Seconds a detected locality is trusted before it is checked again.
+LOCALITY_TTL = 60.0
+#: Names (``/proc/<pid>/comm``) a PostgreSQL server process has.
+POSTGRES_NAMES = ("postgres", "postmaster")
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Whether PostgreSQL runs on this host (its processes readable here), and why."""
+
+    local: bool
+    reason: str
+
+
+# Server processes that live as long as the postmaster, children of it.
+_LOCALITY_SQL = """
+SELECT pg_backend_pid() AS pid,
+       coalesce(array_agg(pid ORDER BY pid) FILTER (
+           WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter', 'startup')), '{}') AS aux
+  FROM pg_stat_activity
+"""
+
+
+def detect_local(backend_pid: int, aux_pids: Iterable[int]) -> Locality:
+    """Whether the server that reported these pids runs on this host.
+
+    ``backend_pid`` is the server process of one of the agent's connections
+    (``pg_backend_pid()``), ``aux_pids`` those of its checkpointer, background
+    writer... (``pg_stat_activity``). PostgreSQL runs here when, in this
+    host's process table, the backend is a ``postgres`` process and every
+    auxiliary process is a child of the same parent (the postmaster). A server
+    elsewhere (another machine, a container with its own pid namespace) would
+    need all these pids to match by chance. Any user can read the names and
+    parents of processes, so this needs no privilege; it does not depend on
+    addresses (sockets, forwarders, NAT) nor on clocks.
+    """
+    aux = list(aux_pids)
+    try:
+        backend = psutil.Process(backend_pid)
+        name = backend.name()
+        if name not in POSTGRES_NAMES:
+            return Locality(False, f"pid {backend_pid} of the agent's PostgreSQL backend is {name!r} on this host")
+        postmaster = backend.ppid()
+        strangers = [pid for pid in aux if psutil.Process(pid).ppid() != postmaster]
+    except psutil.NoSuchProcess as e:
+        return Locality(False, f"PostgreSQL's process {e.pid} does not exist on this host")
+    except psutil.AccessDenied as e:
+        return Locality(False, f"PostgreSQL's process {e.pid} cannot be read on this host")
+    if not aux:
+        return Locality(False, "PostgreSQL lists no checkpointer or background writer to check against this host")
+    if strangers:
+        return Locality(False, f"PostgreSQL's processes {strangers} are not children of postmaster {postmaster} here")
+    return Locality(True, f"PostgreSQL's processes are children of postmaster {postmaster} on this host")
 
 
 class Postgres:
@@ -52,6 +118,7 @@ class Postgres:
         self.server_version: int | None = None
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
+        self._locality: tuple[float, Locality] | None = None
 
     @property
     def own_pids(self) -> frozenset[int]:
@@ -63,9 +130,10 @@ class Postgres:
     def default_dbname(self) -> str:
         return str(self.settings["dbname"])
 
-    def _params(self, dbname: str | None, application_name: str, statement_timeout: bool) -> dict[str, Any]:
+    def _params(self, dbname: str | None, application_name: str, timeouts: bool) -> dict[str, Any]:
         s = self.settings
         params: dict[str, Any] = {
+            "dsn": s.get("conninfo") or "",
             "host": s["host"],
             "port": s["port"],
             "user": s["user"],
@@ -76,15 +144,25 @@ class Postgres:
         }
         if s.get("password"):
             params["password"] = s["password"]
-        if statement_timeout:
-            params["options"] = f"-c statement_timeout={int(s['statement_timeout']) * 1000}"
+        if s.get("sslmode"):
+            params["sslmode"] = s["sslmode"]
+        if timeouts:
+            params["options"] = (
+                f"-c statement_timeout={int(s['statement_timeout']) * 1000}"
+                f" -c lock_timeout={int(s.get('lock_timeout') or 0) * 1000}"
+            )
         return params
 
-    def _open(self, dbname: str | None, application_name: str, statement_timeout: bool) -> Any:
+    def redact(self, text: str) -> str:
+        """``text`` with the configured password replaced, for clients and logs."""
+        password = self.settings.get("password")
+        return text.replace(password, "REDACTED") if password else text
+
+    def _open(self, dbname: str | None, application_name: str, timeouts: bool) -> Any:
         try:
-            conn = psycopg2.connect(**self._params(dbname, application_name, statement_timeout))
+            conn = psycopg2.connect(**self._params(dbname, application_name, timeouts))
         except psycopg2.OperationalError as e:
-            raise PostgresUnavailable(first_line(e)) from None
+            raise PostgresUnavailable(self.redact(first_line(e))) from None
         conn.autocommit = True
         self.server_version = conn.server_version
         with self._lock:
@@ -112,7 +190,7 @@ class Postgres:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             if conn.closed or _is_connection_error(e):
                 self._discard(conn)
-                raise PostgresUnavailable(first_line(e)) from None
+                raise PostgresUnavailable(self.redact(first_line(e))) from None
             self._checkin(key, conn)
             raise
         except BaseException:
@@ -122,12 +200,13 @@ class Postgres:
             self._checkin(key, conn)
 
     def dedicated(
-        self, dbname: str | None = None, application_name: str = APPLICATION_NAME, statement_timeout: bool = False
+        self, dbname: str | None = None, application_name: str = APPLICATION_NAME, timeouts: bool = False
     ) -> Any:
-        """A new autocommit connection, by default without statement timeout
-        (``statement_timeout=True`` applies ``[postgresql] statement_timeout``).
-        Release it with :meth:`release` (which closes it)."""
-        return self._open(dbname, application_name, statement_timeout=statement_timeout)
+        """A new autocommit connection, by default without statement or lock
+        timeout (``timeouts=True`` applies the monitoring timeouts,
+        ``[postgresql] statement_timeout`` and ``lock_timeout``). Release it
+        with :meth:`release` (which closes it)."""
+        return self._open(dbname, application_name, timeouts=timeouts)
 
     def release(self, conn: Any) -> None:
         """Close a dedicated connection and forget its pid."""
@@ -139,7 +218,7 @@ class Postgres:
                 idle = self._idle.get(key)
                 item = idle.pop() if idle else None
             if item is None:
-                return self._open(key, APPLICATION_NAME, statement_timeout=True)
+                return self._open(key, APPLICATION_NAME, timeouts=True)
             since, conn = item
             if conn.closed:
                 self._discard(conn)
@@ -192,6 +271,24 @@ class Postgres:
             cur.execute(sql, params)
             return [dict(r) for r in cur.fetchall()] if cur.description else []
 
+    def locality(self) -> Locality:
+        """Whether PostgreSQL runs on this host, and why: ``[postgresql] local``
+        when ``yes`` or ``no``, else detected (:func:`detect_local`) and kept
+        for ``LOCALITY_TTL`` seconds. Raises PostgresUnavailable when it must
+        be detected and PostgreSQL cannot be reached."""
+        setting = self.settings.get("local", "auto")
+        if setting != "auto":
+            return Locality(setting == "yes", f"[postgresql] local = {setting}")
+        cached = self._locality
+        if cached is not None and time.monotonic() - cached[0] < LOCALITY_TTL:
+            return cached[1]
+        row = self.query(_LOCALITY_SQL)[0]
+        found = detect_local(row["pid"], row["aux"])
+        if cached is None or cached[1] != found:
+            log.info("PostgreSQL %s: %s", "runs on this host" if found.local else "is remote", found.reason)
+        self._locality = (time.monotonic(), found)
+        return found
+
     def close(self) -> None:
         self._closed.set()
         with self._lock:
@@ -204,3 +301,36 @@ class Postgres:
 def _is_connection_error(error: Exception) -> bool:
     code = getattr(error, "pgcode", None)
     return code is None or code.startswith("08") or code.startswith("57P")
+
+
+#: Connection failures that say nothing about the settings: PostgreSQL is
+#: down, starting, stopping or full, or its host cannot be reached now.
+_UNREACHABLE = (
+    "connection refused",
+    "no such file or directory",
+    "timeout expired",
+    "could not translate host name",
+    "network is unreachable",
+    "no route to host",
+    "the database system is",  # starting up, shutting down, in recovery mode
+    "too many clients",
+    "remaining connection slots",
+)
+
+
+def check(settings: dict[str, Any]) -> str | None:
+    """Connect once with ``[postgresql]`` ``settings``, as ``check-config`` does.
+
+    None when it works; the reason when PostgreSQL cannot be reached now (the
+    agent starts anyway and answers 503 until it can). Raises ConfigError
+    naming the cause when the server refuses the settings (password, role,
+    database, pg_hba.conf, SSL)."""
+    pg = Postgres(settings)
+    try:
+        pg.release(pg.dedicated())
+    except PostgresUnavailable as e:
+        cause = e.message.removeprefix("PostgreSQL is unavailable: ")
+        if any(text in cause.lower() for text in _UNREACHABLE):
+            return cause
+        raise ConfigError([f"postgresql: cannot connect as {settings['user']!r}: {cause}"]) from None
+    return None
