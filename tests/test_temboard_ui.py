@@ -260,6 +260,8 @@ def test_login_profile_and_the_session_wins_over_the_key(ui_agent, ui):
     assert UI(ui_agent.url).request("GET", "/profile") == (406, {"error": "Parameter 'X-Session' is malformed."})
     expired = UI(ui_agent.url, session="0" * 64)
     assert expired.request("GET", "/profile") == (401, {"error": "Invalid session."})
+    # POST /login is public: a stale key sent with it does not matter
+    assert UI(ui_agent.url, key="stale").login().get("/profile")["username"] == "alice"
     assert ui.request("POST", "/login", {"username": "alice", "password": "nope"}) == (
         401,
         {"error": "Invalid username/password."},
