@@ -14,14 +14,17 @@ import dataclasses
 import inspect
 import pathlib
 import re
+import types
 
 import pytest
+import sqlalchemy as sa
 
 import agent_core.testing
 from agent_core.hookspecs import AgentSpec, Option, Route, TaskType
 from agent_core.http import Request
 from agent_core.plugins import hook_arguments, implemented_hooks
 from agent_core.scheduler import TaskContext
+from agent_core.testing import KEY, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "plugins"
@@ -163,3 +166,31 @@ def test_links_between_the_pages_resolve():
             if anchor:
                 headings = re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)
                 assert anchor in {slug(h) for h in headings}, f"{page.name}: no heading for #{anchor}"
+
+
+def test_every_python_block_of_the_guides_parses():
+    for page in sorted(DOCS.glob("*.md")):
+        for code in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+            ast.parse(code, filename=str(page))
+
+
+def test_the_examples_of_hooks_md_together_make_a_working_plugin(make_agent):
+    """Each section's example, run in one module, is a plugin ``hello``."""
+    module = types.ModuleType("hooks_md_examples")
+    for _, body in hook_sections():
+        code = re.search(r"```python\n(.*?)```", body, flags=re.S).group(1)
+        exec(compile(code, "docs/plugins/hooks.md", "exec"), module.__dict__)
+    assert sorted(implemented_hooks(module)) == sorted(hook_arguments())
+    running = make_agent(plugins={"hello": module}, config={"hello": {"max_rows": "5"}})
+    assert running.agent.config.section("hello") == {"greeting": "Hello", "max_rows": 5}
+    assert "hello_greetings" in sa.inspect(running.agent.store.engine).get_table_names()
+    res = running.client().get(f"/hello/size/postgres/pg_class?key={KEY}")
+    assert res.status == 200 and res.json()["bytes"] > 0
+    assert running.client().get(f"/hello/size/postgres/no_such_table?key={KEY}").status == 404
+    scheduler = running.agent.scheduler
+    op_id = scheduler.submit("hello.count", dbname="postgres")
+    op = wait_for(lambda: (o := scheduler.get(op_id)).finished and o)
+    assert op.status == "done" and op.result["tables"] > 0
+    assert [o.requested_by for o in scheduler.list(task="hello.tick")] == ["agent"]
+    running.stop()
+    assert module.stop.is_set()
