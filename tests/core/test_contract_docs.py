@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import agent_core.testing
 from agent_core.hookspecs import AgentSpec, Option, Route, TaskType
 from agent_core.http import Request
-from agent_core.plugins import hook_arguments, implemented_hooks
+from agent_core.plugins import RESERVED, hook_arguments, implemented_hooks
 from agent_core.scheduler import TaskContext
 from agent_core.testing import KEY, wait_for
 
@@ -194,3 +194,9 @@ def test_the_examples_of_hooks_md_together_make_a_working_plugin(make_agent):
     assert [o.requested_by for o in scheduler.list(task="hello.tick")] == ["agent"]
     running.stop()
     assert module.stop.is_set()
+
+
+def test_the_reserved_names_are_the_cores():
+    text = (DOCS / "writing.md").read_text()
+    listed = re.search(r"\(not one of the\s+core's: (.*?)\)", text, flags=re.S).group(1)
+    assert re.findall(r"`(\w+)`", listed) == list(RESERVED)

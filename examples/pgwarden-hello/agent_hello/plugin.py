@@ -17,7 +17,7 @@ def agent_add_config(schema):
 def agent_register_routes(agent):
     return [
         Route("GET", "/hello", routes.hello, key=True),
-        Route("POST", "/hello/count/<dbname>", routes.schedule_count),
+        Route("POST", "/hello/count/<dbname>", routes.schedule_count, openapi=routes.SCHEDULE_COUNT_API),
         Route("GET", "/hello/count/<op_id>", routes.get_count),
     ]
 

@@ -16,6 +16,25 @@ def hello(request):
     return {"greeting": f"{greeting}, {request.requester}", "server_version": row["version"]}
 
 
+#: What GET /openapi.json says of POST /hello/count/<dbname> besides what the core
+#: knows (path parameter, authentication, its own errors).
+SCHEDULE_COUNT_API = {
+    "summary": "Count the tables of a database, now or at a given time",
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"datetime": {"type": "string", "example": "2026-01-31T22:00:00Z"}},
+                }
+            }
+        },
+    },
+    "responses": {"200": {"description": 'The operation\'s id: {"id": "<8 hex>"}'}},
+}
+
+
 def schedule_count(request, dbname):
     """POST /hello/count/<dbname> {"datetime": "YYYY-MM-DDTHH:MM:SSZ"} -> {"id": "<8 hex>"}.
 
