@@ -30,7 +30,13 @@ class UnsupportedVersion(Exception):
 
 
 def _columns(activity: str = "a", database: str = "d") -> sql.Composed:
-    """The columns every row of the three listings shows (bar the metrics)."""
+    """The columns every row of the three listings shows (bar the metrics).
+
+    A backend the agent's role may not see (neither ``pg_read_all_stats``, as
+    ``pg_monitor`` grants, nor the privileges of the backend's role: the rule
+    PostgreSQL applies) has ``query`` and ``waiting`` null, as PostgreSQL
+    already nulls its state, client and start time, instead of the text
+    ``<insufficient privilege>`` and a wait flag it cannot know."""
     a, d = sql.Identifier(activity), sql.Identifier(database)
     return sql.SQL(
         """{a}.pid,
@@ -38,14 +44,21 @@ def _columns(activity: str = "a", database: str = "d") -> sql.Composed:
        {a}.usename AS "user",
        host({a}.client_addr) AS client,
        {a}.state,
-       {a}.query,
-       {a}.wait_event_type IS NOT DISTINCT FROM 'Lock' AS waiting,
+       CASE WHEN {seen} THEN {a}.query END AS query,
+       CASE WHEN {seen} THEN {a}.wait_event_type IS NOT DISTINCT FROM 'Lock' END AS waiting,
        CASE WHEN {a}.query_start IS NULL THEN NULL
             ELSE round(greatest(extract(epoch FROM statement_timestamp() - {a}.query_start), 0)::numeric, 3)::float8
        END AS duration,
        pg_encoding_to_char({d}.encoding) AS encoding,
        {a}.backend_type"""
-    ).format(a=a, d=d)
+    ).format(a=a, d=d, seen=_visible(a))
+
+
+def _visible(a: sql.Identifier) -> sql.Composed:
+    """Whether the role may see the backend's activity (PostgreSQL's own rule)."""
+    return sql.SQL(
+        "coalesce(pg_has_role('pg_read_all_stats', 'USAGE') OR pg_has_role({a}.usesysid, 'USAGE'), false)"
+    ).format(a=a)
 
 
 _FROM = sql.SQL("pg_catalog.pg_stat_activity AS a LEFT JOIN pg_catalog.pg_database AS d ON d.oid = a.datid")

@@ -136,7 +136,7 @@ class Activity:
             "user": decode(r["user"]),
             "client": decode(r["client"]),
             **metrics.as_dict(),
-            "wait": "Y" if r["waiting"] else "N",
+            "wait": None if r["waiting"] is None else "Y" if r["waiting"] else "N",
             "duration": r["duration"],
             "state": decode(r["state"]),
             "query": decode(r["query"], encoding),
