@@ -7,10 +7,10 @@ PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 
 .PHONY: venv demo test lint typecheck bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS)
+$(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1
+	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5
 	touch $@
 
 venv: $(VENV)/.installed
