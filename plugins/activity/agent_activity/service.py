@@ -119,7 +119,14 @@ class Activity:
     def own_pids(self) -> list[int]:
         return sorted(self.agent.postgres.own_pids.copy())
 
+    def _local(self) -> bool:
+        """PostgreSQL runs on this host: its processes can be read with psutil."""
+        return self.agent.postgres.locality().local
+
     def _all_pids(self) -> list[int]:
+        """The backends the sampler reads; none when PostgreSQL runs elsewhere."""
+        if not self._local():
+            return []
         with self.cursor() as (cur, q):
             cur.execute(q.pids)
             return [r["pid"] for r in cur.fetchall()]
@@ -143,7 +150,9 @@ class Activity:
         }
 
     def with_metrics(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        metrics = self.sampler.measure(r["pid"] for r in rows)
+        """Rows with their processes' metrics (null when PostgreSQL is remote:
+        its pids are not processes of this host)."""
+        metrics = self.sampler.measure(r["pid"] for r in rows) if self._local() else {}
         return [self.row(r, metrics.get(r["pid"], UNKNOWN)) for r in rows]
 
     def activity(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
@@ -197,15 +206,13 @@ class Activity:
     def _names_in(self, dbname: str, q: Queries, oids: set[int]) -> dict[int, str]:
         pg = self.agent.postgres
         try:
-            conn = pg.dedicated(dbname)
+            conn = pg.dedicated(dbname, timeouts=True)
         except HTTPError as e:
             log.debug("cannot resolve relations of database %r: %s", dbname, e.message)
             return {}
         try:
             with conn.cursor() as cur:
                 psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
-                timeout = int(self.agent.config.postgresql["statement_timeout"]) * 1000
-                cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(timeout),))
                 cur.execute(q.relations, {"oids": sorted(oids)})
                 return {oid: decode(name) for oid, name in cur.fetchall()}
         except psycopg2.Error as e:
