@@ -102,7 +102,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .config import enabled_plugins
-    from .plugins import hook_arguments, implemented_hooks, installed, load
+    from .plugins import hook_arguments, hook_problems, implemented_hooks, installed, load
 
     try:
         enabled = enabled_plugins(RawConfig.read(_config_path(args)), os.environ)
@@ -120,12 +120,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         state = "enabled" if name in enabled else "disabled"
         print(f"{name:<{width}}{info.distribution + ' ' + info.version:<{dist_width}}{state}")
         try:
-            hooks = implemented_hooks(load(name))
+            module = load(name)
         except Exception as e:  # the plugin's own import error, shown on its line
             print(f"    cannot import {info.value}: {type(e).__name__}: {e}")
             continue
-        names = [hook if hook in known else f"{hook} (unknown hook)" for hook in hooks]
+        names = [hook if hook in known else f"{hook} (unknown hook)" for hook in implemented_hooks(module)]
         print(f"    hooks: {', '.join(names) or 'none'}")
+        for problem in hook_problems(name, module):  # what would refuse start-up
+            print(f"    error: {problem}")
     for name in enabled:
         if name not in found:
             print(f"{name:<16} (not installed)  enabled in the config", file=sys.stderr)

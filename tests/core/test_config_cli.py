@@ -205,6 +205,7 @@ def test_plugins_command_flags_unknown_hooks(tmp_path, fake_plugins):
     out = res.stdout.splitlines()
     good = next(i for i, line in enumerate(out) if line.startswith("good "))
     assert out[good + 1].strip() == "hooks: agent_startup, agent_register_route (unknown hook)"
+    assert out[good + 2].startswith("    error: plugin 'good': unknown hook agent_register_route (did you mean")
     assert "nosuch" in res.stderr and "not installed" in res.stderr
 
 
