@@ -136,7 +136,10 @@ class TaskContext:
         self.notices.append(text.rstrip("\n"))
         if time.monotonic() - self._saved_at >= NOTICE_SAVE_INTERVAL:
             self._saved_at = time.monotonic()
-            self.scheduler._save(self.operation.id, notices=list(self.notices))
+            try:
+                self.scheduler._save(self.operation.id, notices=list(self.notices))
+            except Exception as e:  # kept here and saved when it ends: the task goes on
+                log.warning("could not save the notices of operation %s yet: %s", self.operation.id, e)
 
     def update_info(self, **values: Any) -> None:
         self.scheduler._update_info(self.operation.id, values)
@@ -259,7 +262,7 @@ class Scheduler:
         return op_id
 
     def get(self, op_id: str) -> Operation | None:
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             row = conn.execute(operations.select().where(operations.c.id == op_id)).first()
         return Operation.from_row(row) if row else None
 
@@ -282,7 +285,7 @@ class Scheduler:
             else:
                 query = query.where(col == value)
         query = query.order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id)
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             return [Operation.from_row(r) for r in conn.execute(query)]
 
     def cancel(self, op_id: str, task: str | None = None, wait: float = 10.0) -> Operation:
@@ -417,7 +420,7 @@ class Scheduler:
             return 60.0
         base = operations.select().where(operations.c.status == "todo", operations.c.task.in_(list(self.tasks)))
         if free > 0:
-            with self.store.engine.connect() as conn:
+            with self.store.connect() as conn:
                 due = [
                     Operation.from_row(r)
                     for r in conn.execute(
@@ -433,7 +436,7 @@ class Scheduler:
                 return 0.0
         else:
             return 60.0  # woken when a worker ends
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             nxt = conn.execute(
                 sa.select(sa.func.min(operations.c.scheduled_at)).where(
                     operations.c.status == "todo", operations.c.task.in_(list(self.tasks))
@@ -446,7 +449,11 @@ class Scheduler:
         return max(0.0, min(60.0, (nxt - now()).total_seconds() + 0.001))
 
     def _start(self, op: Operation) -> None:
-        current = self.get(op.id)
+        try:
+            current = self.get(op.id)
+        except Exception as e:  # it is ``doing`` now: it must get its thread
+            log.warning("could not read operation %s before starting it: %s", op.id, e)
+            current = None
         ctx = TaskContext(operation=current or op, agent=self.agent, scheduler=self)
         thread = threading.Thread(target=self._run, args=(ctx,), name=f"pgwarden-op-{op.id}", daemon=True)
         self._running[op.id] = ctx
@@ -479,15 +486,37 @@ class Scheduler:
                 log.warning("operation %s (%s) failed: %s", op.id, op.task, e)
                 values = {"status": "failed", "error": str(e).strip() or type(e).__name__}
         status = values.pop("status")
-        try:
-            self._transition(op.id, "doing", status, notices=list(ctx.notices), **values)
-        except Exception:
-            log.exception("could not record the end of operation %s", op.id)
-        log.info("operation %s (%s) ended %s", op.id, op.task, status)
+        if self._retry(
+            f"record the end ({status}) of operation {op.id}",
+            lambda: self._transition(op.id, "doing", status, notices=list(ctx.notices), **values),
+        ):
+            log.info("operation %s (%s) ended %s", op.id, op.task, status)
         with self._cond:
             self._running.pop(op.id, None)
             self._threads.pop(op.id, None)
             self._woken = True
             self._cond.notify_all()
         if task.interval and not self._stopping:
-            self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")
+            self._retry(
+                f"schedule the next {task.name}",
+                lambda: self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent"),
+            )
+
+    def _retry(self, what: str, write: Any) -> bool:
+        """Call ``write`` until it succeeds (the store may be failing for a
+        while: an operation must not stay ``doing`` after it ended, a recurring
+        one must stay scheduled). False when the agent stops first: the next
+        start sees ``doing`` operations as ``aborted``."""
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return True
+            except Exception as e:
+                log.warning("could not %s: %s; retrying in %.1f s", what, e, delay)
+            with self._cond:
+                if self._stopping:
+                    log.error("could not %s: the agent is stopping", what)
+                    return False
+                self._cond.wait(delay)
+            delay = min(delay * 2, 10.0)

@@ -7,13 +7,27 @@ through ``agent_db_metadata``; the core creates them with its own.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from .errors import HTTPError, first_line
+
+log = logging.getLogger("pgwarden.store")
+
 metadata = sa.MetaData()
+
+#: Seconds a write to a SQLite store waits for another writer's lock before it
+#: fails (503): far more than any real contention needs (a write takes a few
+#: ms), short enough that a store locked by another process does not hold
+#: every HTTP thread for half a minute.
+BUSY_TIMEOUT = 5.0
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -89,6 +103,33 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class StoreUnavailable(HTTPError):
+    """The operations store cannot be read or written (unreachable, locked,
+    read-only, disk full, I/O error): 503 naming the store and the cause."""
+
+    def __init__(self, cause: str):
+        super().__init__(503, f"The operations store is unavailable: {cause}")
+
+
+#: Errors of the store itself, as opposed to a wrong statement (an
+#: IntegrityError, for one, is left to the caller).
+#: (PostgreSQL's read-only transactions and aborted ones are InternalErrors.)
+_FAULTS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.InternalError, sa.exc.TimeoutError)
+
+
+@contextmanager
+def _faults() -> Iterator[None]:
+    """Turn a failure of the store into :class:`StoreUnavailable` (logged)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as e:
+        if not isinstance(e, _FAULTS) and not getattr(e, "connection_invalidated", False):
+            raise
+        cause = first_line(e)
+        log.warning("operations store: %s", cause)
+        raise StoreUnavailable(cause) from e
+
+
 def add_notification(store: Store, username: str, message: str, keep: int) -> None:
     """Record an audit log entry and delete all but the newest ``keep``."""
     with store.begin() as conn:
@@ -129,13 +170,15 @@ class Store:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.engine = sa.create_engine(
                 url,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},
                 pool_size=10,
                 max_overflow=20,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            if self.engine.dialect.name == "postgresql":
+                event.listen(self.engine, "connect", _postgresql_lock_timeout)
 
     @property
     def safe_url(self) -> str:
@@ -151,17 +194,39 @@ class Store:
         for md in (metadata, *extra):
             md.create_all(self.engine)
 
-    def begin(self):  # type: ignore[no-untyped-def]
-        """A transaction: ``with store.begin() as conn: conn.execute(...)``."""
-        return self.engine.begin()
+    @contextmanager
+    def begin(self) -> Iterator[Any]:
+        """A transaction: ``with store.begin() as conn: conn.execute(...)``.
+
+        A failure of the store (cannot connect, locked, read-only, disk full)
+        raises :class:`StoreUnavailable`, answered 503; the transaction is
+        rolled back.
+        """
+        with _faults(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection for reads, with failures raised as :class:`StoreUnavailable`."""
+        with _faults(), self.engine.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _postgresql_lock_timeout(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    """A PostgreSQL store waits at most BUSY_TIMEOUT for a lock, as SQLite does
+    (a table locked by another session then answers 503 instead of hanging)."""
+    cur = dbapi_conn.cursor()
+    cur.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT * 1000)}")
+    cur.close()
+    dbapi_conn.commit()
 
 
 def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     cur.close()
