@@ -103,14 +103,21 @@ def hook_problems(name: str, module: Any) -> list[str]:
             problems.append(f"plugin {name!r}: unknown hook {hook}{hint}; the hooks are {', '.join(specs)}")
             continue
         try:
-            args = list(inspect.signature(fn).parameters)
+            params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
             continue  # not introspectable: pluggy will say
+        args = list(params)
         unknown = [a for a in args if a not in specs[hook]]
+        defaults = [a for a, p in params.items() if p.default is not p.empty]
         if unknown:
             problems.append(
                 f"plugin {name!r}: {hook}({', '.join(args)}): unknown argument(s) {', '.join(unknown)}; "
                 f"the hook is {hook}({', '.join(specs[hook])})"
+            )
+        elif defaults:  # pluggy would never pass them: the default would always be used
+            problems.append(
+                f"plugin {name!r}: {hook}: argument(s) {', '.join(defaults)} must not have a default value "
+                "(the core would never pass them)"
             )
     return problems
 

@@ -148,6 +148,9 @@ CAUSES = {
     "Import failure": lambda make_agent, tmp_path: config_error(tmp_path),  # with greet_installed
     "Misspelled hook": lambda make_agent, tmp_path: misspelled_hook(make_agent),
     "Misspelled hook argument": lambda make_agent, tmp_path: misspelled_argument(make_agent),
+    "Default value on a hook argument": lambda make_agent, tmp_path: startup_error(
+        make_agent, agent_startup=lambda agent=None: None
+    ),
     "Route outside its prefix": lambda make_agent, tmp_path: route_outside_prefix(make_agent),
     "Duplicate route": lambda make_agent, tmp_path: duplicate_route(make_agent),
     "Table without the prefix": lambda make_agent, tmp_path: startup_error(
