@@ -23,7 +23,9 @@ import agent_core.testing
 from agent_core.hookspecs import AgentSpec, Option, Route, TaskType
 from agent_core.http import Request
 from agent_core.plugins import RESERVED, hook_arguments, implemented_hooks
-from agent_core.scheduler import TaskContext
+from agent_core.postgres import Postgres
+from agent_core.scheduler import Scheduler, TaskContext
+from agent_core.store import Store
 from agent_core.testing import KEY, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -200,3 +202,16 @@ def test_the_reserved_names_are_the_cores():
     text = (DOCS / "writing.md").read_text()
     listed = re.search(r"\(not one of the\s+core's: (.*?)\)", text, flags=re.S).group(1)
     assert re.findall(r"`(\w+)`", listed) == list(RESERVED)
+
+
+@pytest.mark.parametrize("attr,cls", [("postgres", Postgres), ("scheduler", Scheduler), ("store", Store)])
+def test_the_agent_methods_shown_in_writing_md_take_the_arguments_shown(attr, cls):
+    text = (DOCS / "writing.md").read_text()
+    calls = re.findall(rf"`agent\.{attr}\.(\w+)\(([^`]*)\)`", text)
+    assert calls, f"writing.md shows no agent.{attr} method"
+    for name, args in calls:
+        assert callable(getattr(cls, name, None)), f"writing.md: agent.{attr}.{name} does not exist"
+        params = inspect.signature(getattr(cls, name)).parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        for arg in re.findall(r"(?:^|,)\s*(\w+)\s*(?==|,|$)", args):
+            assert arg in params or takes_any, f"writing.md: agent.{attr}.{name} has no argument {arg}"
