@@ -35,12 +35,24 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 # -- names, databases, targets --------------------------------------------------
 
 
+#: PostgreSQL keeps at most 63 bytes of a name (NAMEDATALEN - 1) and silently
+#: truncates longer ones, at connection and when a value is compared with a
+#: ``name``: a longer name would reach the object named by its first 63 bytes.
+NAME_MAX_BYTES = 63
+
+
+def _fits(name: str) -> bool:
+    return len(name.encode("utf-8")) <= NAME_MAX_BYTES
+
+
 @contextlib.contextmanager
 def database(request: Request, dbname: str) -> Iterator[Any]:
     """A pooled connection to ``dbname``; 404 when it does not exist (403 when
     the role may not connect, 409 when it accepts no connection, 504 when a
     statement exceeds the core's statement_timeout)."""
     agent = request.agent
+    if not _fits(dbname):
+        raise NotFound(f"Database '{dbname}' not found.")
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
@@ -58,12 +70,12 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
 
 
 def _lookup(conn: Any, dbname: str, schema: str, table: str | None = None, index: str | None = None) -> dict:
-    found = queries.lookup(conn, schema, table, index)
+    found = queries.lookup(conn, schema, table, index) if _fits(schema) else None
     if found is None:
         raise NotFound(f"Schema '{schema}' not found in database '{dbname}'.")
-    if table is not None and found["table_oid"] is None:
+    if table is not None and (found["table_oid"] is None or not _fits(table)):
         raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
-    if index is not None and found["index_oid"] is None:
+    if index is not None and (found["index_oid"] is None or not _fits(index)):
         raise NotFound(f"Index '{index}' not found in schema '{schema}' of database '{dbname}'.")
     return found
 
