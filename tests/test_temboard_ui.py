@@ -158,6 +158,7 @@ def ui_agent(make_agent, databases, certificate):
     running = make_agent(
         plugins={"activity": activity_plugin, "maintenance": maintenance_plugin},
         config={"agent": {"tls_cert": cert, "tls_key": key, "log_level": "INFO"}},
+        users={"alice": PASSWORD, "dash": (PASSWORD, "read")},
     )
     running.recorder = Recorder(running)
     return running
@@ -411,3 +412,17 @@ def test_notifications_page(ui_agent, ui):
     assert notifications(second) == [("alice", "Login"), ("alice", "Logout"), ("alice", "Login")]
     environ = ui_agent.recorder.requests[-1]
     assert environ["PATH_INFO"] == "/notifications" and environ["QUERY_STRING"] == f"key={KEY}"
+
+
+def test_a_read_only_user_sees_every_page_and_gets_the_agents_message_on_writes(ui_agent, ui):
+    dash = ui.login("dash")
+    assert dash.get("/profile") == {"username": "dash", "role": "read"}
+    poll_activity(dash)
+    dash.get("/maintenance")
+    dash.get("/maintenance/postgres/vacuum/scheduled")
+    status, body = dash.request("POST", "/activity/kill", {"pids": [1]})
+    assert status == 403 and body["error"].startswith("Permission denied: POST /activity/kill needs the 'write'")
+    status, body = dash.request("POST", "/maintenance/postgres/analyze", {})
+    assert status == 403 and "user 'dash' has the 'read' role" in body["error"]
+    assert dash.get("/maintenance/analyze/scheduled") == []
+    assert notifications(dash) == [("dash", "Login")]
