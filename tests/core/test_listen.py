@@ -45,8 +45,9 @@ def test_ipv4_and_ipv6_on_one_port_sharing_sessions(make_agent):
     res = Client(server.urls[0], session=session).get("/profile")
     assert res.status == 200, res
     assert res.json()["username"] == "alice"
+    urls = server.urls
     running.stop()
-    for url in server.urls:  # both stopped
+    for url in urls:  # both stopped
         with pytest.raises(OSError):
             Client(url, timeout=5).get("/status")
 
