@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 import bottle
 import psycopg2.errors
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -43,6 +44,12 @@ ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
+
+# cheroot keeps only the last of a header sent twice; joined instead ("a, b",
+# as HTTP combines repeated fields), a repeated session or key header is
+# malformed or wrong (406/401) and never silently half-used.
+_JOINED: list[bytes] = cheroot_server.comma_separated_headers  # type: ignore[attr-defined]
+_JOINED.extend(name for name in (b"X-Session", b"X-Pgwarden-Key", b"X-Temboard-Agent-Key") if name not in _JOINED)
 
 
 class Request:
@@ -63,7 +70,10 @@ class Request:
         self.role = role
         self.method: str = raw.method
         self.path: str = raw.path
-        self.query: dict[str, str] = dict(raw.query.decode().items())  # type: ignore[attr-defined]
+        try:
+            self.query: dict[str, str] = dict(raw.query.decode().items())  # type: ignore[attr-defined]
+        except UnicodeError:
+            raise HTTPError(400, "The query string is not valid percent-encoded UTF-8.") from None
         self.remote_addr: str = raw.environ.get("REMOTE_ADDR", "")
         self._json: Any = None
         self._parsed = False
@@ -90,15 +100,31 @@ def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
     length = raw.content_length
     if length > limit:
         raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
-    data = raw.body.read(limit + 1)
+    if raw.environ.get("wsgi.input_terminated"):
+        # a chunked body, already decoded by cheroot: bottle would parse the chunks again and fail
+        data = raw.environ["wsgi.input"].read(limit + 1)
+    else:
+        data = raw.body.read(limit + 1)
     if len(data) > limit:
         raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
     if not data.strip():
         return {}
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise HTTPError(400, "Request body is nested too deeply.") from None
+    except ValueError:  # UnicodeDecodeError included
         raise HTTPError(400, "Request body is not valid JSON.") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; 400 when a key appears twice (parsers disagree on which wins)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise HTTPError(400, f"Request body has the key {key!r} twice.")
+        out[key] = value
+    return out
 
 
 def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -131,13 +157,22 @@ def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[
     return username, how, role
 
 
+def _header(raw: bottle.BaseRequest, name: str) -> str | None:
+    """A request header; when it is not UTF-8 (bottle's get_header raises), its
+    bytes as latin-1, which match no session or key: 406 or 401, not a 500."""
+    try:
+        return raw.get_header(name)
+    except UnicodeError:
+        return raw.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+
 def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str, str]:
-    session = raw.get_header("X-Session")
+    session = _header(raw, "X-Session")
     key = None
     if key_allowed:
         key = raw.query.get("key")  # type: ignore[attr-defined]
         if key is None:
-            key = next((raw.get_header(h) for h in KEY_HEADERS if raw.get_header(h) is not None), None)
+            key = next((_header(raw, h) for h in KEY_HEADERS if _header(raw, h) is not None), None)
     if key is None:
         user, role = agent.auth.session_user(session)
         return user, "session", role
