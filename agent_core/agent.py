@@ -276,7 +276,8 @@ def discover(request: Request) -> dict[str, Any]:
         "SELECT current_setting('server_version_num')::int AS num, version() AS summary,"
         " current_setting('server_version') AS version, current_setting('port')::int AS port,"
         " current_setting('block_size')::int AS block_size,"
-        " current_setting('data_directory', true) AS data"
+        # pg_settings leaves out what the role may not read (current_setting() would raise)
+        " (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory') AS data"
     )
     pg = rows[0]
     locality = agent.postgres.locality()

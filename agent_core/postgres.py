@@ -282,8 +282,12 @@ class Postgres:
         cached = self._locality
         if cached is not None and time.monotonic() - cached[0] < LOCALITY_TTL:
             return cached[1]
-        row = self.query(_LOCALITY_SQL)[0]
-        found = detect_local(row["pid"], row["aux"])
+        try:
+            row = self.query(_LOCALITY_SQL)[0]
+        except psycopg2.Error as e:  # pg_stat_activity not readable, PostgreSQL before 10 (no backend_type)
+            found = Locality(False, f"cannot list PostgreSQL's processes: {first_line(e)}")
+        else:
+            found = detect_local(row["pid"], row["aux"])
         if cached is None or cached[1] != found:
             log.info("PostgreSQL %s: %s", "runs on this host" if found.local else "is remote", found.reason)
         self._locality = (time.monotonic(), found)

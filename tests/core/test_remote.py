@@ -182,3 +182,21 @@ def test_the_local_switch_overrides_detection(make_agent, activity, backends):
     assert {field: row[field] for field in FIELDS} == dict.fromkeys(FIELDS)
     body = make_agent(config={"postgresql": {"local": "yes"}}).login().get("/discover").json()
     assert body["pg_local"] is True and body["pg_local_reason"] == "[postgresql] local = yes"
+
+
+def test_unreadable_process_list_is_not_local_with_the_reason(make_agent, pg_cluster, databases):
+    # a database where pg_stat_activity is not readable by everyone, a role that is not superuser
+    db = databases.create("pgw_nostat", setup="REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC")
+    role = f"pgw_nostat_{db[-8:]}"
+    pg_cluster.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        running = make_agent(config={"postgresql": {"dbname": db, "user": role}})
+        res = running.login().get("/discover")
+        assert res.status == 200, res
+        body = res.json()
+        assert body["pg_local"] is False and body["pg_data"] is None  # data_directory: not for this role
+        assert body["pg_local_reason"].startswith(
+            "cannot list PostgreSQL's processes: permission denied for view pg_stat_activity"
+        )
+    finally:
+        pg_cluster.execute(f'DROP ROLE "{role}"')  # owns nothing; its sessions end with the test
