@@ -70,7 +70,6 @@ def _addresses(value: list[str]) -> list[str]:
 #: libpq parameters that have their own ``[postgresql]`` key or that the agent sets itself.
 _OWN_CONNINFO = {
     "host": "host",
-    "hostaddr": "host",
     "port": "port",
     "user": "user",
     "password": "password",

@@ -147,6 +147,12 @@ def test_connection_options_are_validated_without_echoing_secrets():
     assert own == "postgresql.conninfo: 'password' cannot be set here: use [postgresql] password instead"
     (own,) = problems({"conninfo": "host=db1 sslcert=/x"})
     assert own == "postgresql.conninfo: 'host' cannot be set here: use [postgresql] host instead"
+    # hostaddr (connect to this IP, verify the certificate against host) is allowed
+    assert validate(
+        RawConfig.from_dict({"postgresql": {"conninfo": "hostaddr=127.0.0.1 sslrootcert='/etc/a b/root.crt'"}}),
+        [agent_schema(), postgresql_schema()],
+        environ={},
+    ).postgresql["conninfo"]
     assert problems({"lock_timeout": "0"}) == ["postgresql.lock_timeout: must be greater than 0"]
 
 
