@@ -242,7 +242,7 @@ def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
             return json_error(504, f"PostgreSQL took longer than statement_timeout ({limit} s) to answer.")
         except bottle.HTTPResponse:
             raise
-        except Exception:
+        except BaseException:  # SystemExit from a plugin too: re-raised, it stopped cheroot
             log.exception("unexpected error on %s %s", raw.method, loggable(raw.path))
             return json_error(500, INTERNAL_ERROR)
         if isinstance(result, bottle.HTTPResponse):

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .errors import Conflict, NotFound
-from .store import Store, now, operations
+from .errors import Conflict, NotFound, first_line
+from .store import Store, StoreUnavailable, now, operations
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -363,7 +363,7 @@ class Scheduler:
             if task is not None and task.abort is not None:
                 try:
                     notices += [str(n) for n in task.abort(op, self.agent) or []]  # type: ignore[arg-type]
-                except Exception as e:
+                except BaseException as e:  # a plugin's SystemExit must not stop the agent either
                     log.exception("abort hook of %s failed for operation %s", op.task, op.id)
                     notices.append(f"clean-up after the restart failed: {e}")
             self._transition(
@@ -466,7 +466,7 @@ class Scheduler:
         if task is not None and task.cancel is not None:
             try:
                 task.cancel(ctx)
-            except Exception:
+            except BaseException:  # a plugin's SystemExit included
                 log.exception("cancel of operation %s failed", ctx.operation.id)
 
     def _run(self, ctx: TaskContext) -> None:
@@ -477,19 +477,28 @@ class Scheduler:
         try:
             result = task.run(ctx)
             values = {"status": "done", "result": result}
-        except Exception as e:
+        except BaseException as e:  # SystemExit too: the thread would end with the operation 'doing'
             if ctx.stop_reason:
                 values = {"status": "aborted", "error": f"{ctx.stop_reason}: {e}"}
             elif ctx.cancel_requested.is_set():
                 values = {"status": "canceled", "error": f"canceled while running: {e}"}
             else:
                 log.warning("operation %s (%s) failed: %s", op.id, op.task, e)
-                values = {"status": "failed", "error": str(e).strip() or type(e).__name__}
+                text = str(e).strip()
+                values = {"status": "failed", "error": text if isinstance(e, Exception) and text else repr(e)}
         status = values.pop("status")
-        if self._retry(
-            f"record the end ({status}) of operation {op.id}",
-            lambda: self._transition(op.id, "doing", status, notices=list(ctx.notices), **values),
-        ):
+
+        def record() -> None:
+            try:
+                self._transition(op.id, "doing", status, notices=list(ctx.notices), **values)
+            except StoreUnavailable:
+                raise
+            except Exception as e:  # a result the store cannot hold (not JSON): the operation failed
+                log.exception("operation %s (%s): could not store how it ended", op.id, op.task)
+                error = f"it ended {status} but the agent could not store its result: {first_line(e)}"
+                self._transition(op.id, "doing", "failed", notices=list(ctx.notices), error=error)
+
+        if self._retry(f"record the end ({status}) of operation {op.id}", record):
             log.info("operation %s (%s) ended %s", op.id, op.task, status)
         with self._cond:
             self._running.pop(op.id, None)
@@ -503,17 +512,21 @@ class Scheduler:
             )
 
     def _retry(self, what: str, write: Any) -> bool:
-        """Call ``write`` until it succeeds (the store may be failing for a
-        while: an operation must not stay ``doing`` after it ended, a recurring
-        one must stay scheduled). False when the agent stops first: the next
-        start sees ``doing`` operations as ``aborted``."""
+        """Call ``write`` again while the store is unavailable (it may fail
+        for a while: an operation must not stay ``doing`` after it ended, a
+        recurring one must stay scheduled). False when the agent stops first
+        (the next start sees ``doing`` operations as ``aborted``) or on any
+        other error (logged)."""
         delay = 0.5
         while True:
             try:
                 write()
                 return True
-            except Exception as e:
+            except StoreUnavailable as e:
                 log.warning("could not %s: %s; retrying in %.1f s", what, e, delay)
+            except Exception:
+                log.exception("could not %s", what)
+                return False
             with self._cond:
                 if self._stopping:
                     log.error("could not %s: the agent is stopping", what)
