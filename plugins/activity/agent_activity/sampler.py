@@ -16,6 +16,22 @@ a kept reading by the time elapsed since it:
   started after the last sample) has no rate yet: ``None``, never a made-up 0;
 * every sample keeps only the processes it saw: gone processes are pruned.
 
+Requests use the background samples (:meth:`Sampler.latest`): reading
+``/proc`` for every backend on every request cost most of ``GET /activity``
+(about 85 % of it with 100 idle sessions). So the metrics a request shows are
+those of the latest sample: CPU and I/O rates over the window between the
+last two samples (``interval`` seconds), memory and I/O wait as of the latest
+sample, so at most ``interval`` seconds (plus the time a sample takes) old.
+A process not in the latest sample (a new backend) is read at request time:
+memory and I/O wait at once, no rate until it has been sampled. Metrics are
+looked up by pid among the processes of the latest sample, which the
+sampler identified by (pid, start time): a pid reused by another process
+between the latest sample and the request (the whole pid space cycled within
+``interval`` seconds) would show the previous process's figures until the
+next sample. The rows themselves (who, what, state) always come from
+PostgreSQL at request time. :meth:`Sampler.measure` reads at request time
+instead (rates ending at the request, as described above).
+
 Anything that cannot be read (the process exited meanwhile, ``/proc/<pid>/io``
 is not readable because the agent runs neither as the PostgreSQL OS user nor
 as root, the pid is not a local PostgreSQL process because PostgreSQL runs on
@@ -112,6 +128,7 @@ class Sampler:
         self._names = names
         self._clock = clock
         self._history: dict[Key, deque[Reading]] = {}
+        self._latest: dict[int, Metrics] = {}  # by pid: the metrics of the latest sample
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -156,9 +173,13 @@ class Sampler:
     # -- background sampling --------------------------------------------------
 
     def record(self, readings: Iterable[Reading]) -> None:
-        """Keep these readings; forget every process not among them (pruning)."""
+        """Keep these readings and their metrics (rates against the kept ones);
+        forget every process not among them (pruning)."""
+        readings = [r for r in readings if r.key is not None]
+        latest = {r.pid: self.metrics(r) for r in readings}
         fresh: dict[Key, deque[Reading]] = {}
         with self._lock:
+            self._latest = latest
             for reading in readings:
                 if reading.key is None:
                     continue
@@ -242,3 +263,11 @@ class Sampler:
     def measure(self, pids: Iterable[int]) -> dict[int, Metrics]:
         """Read each process now and return its metrics; no sleeping."""
         return {pid: self.metrics(self.read(pid)) for pid in pids}
+
+    def latest(self, pids: Iterable[int]) -> dict[int, Metrics]:
+        """The metrics of the latest background sample (at most ``interval``
+        seconds old, see the module's docstring); a process it did not see
+        is read now (no rate yet)."""
+        with self._lock:
+            latest = self._latest
+        return {pid: latest[pid] if pid in latest else self.metrics(self.read(pid)) for pid in pids}

@@ -152,7 +152,7 @@ class Activity:
     def with_metrics(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows with their processes' metrics (null when PostgreSQL is remote:
         its pids are not processes of this host)."""
-        metrics = self.sampler.measure(r["pid"] for r in rows) if self._local() else {}
+        metrics = self.sampler.latest(r["pid"] for r in rows) if self._local() else {}
         return [self.row(r, metrics.get(r["pid"], UNKNOWN)) for r in rows]
 
     def activity(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
