@@ -3,6 +3,7 @@ returns a JSON-serialisable value (answered 200) or raises ``HTTPError``."""
 
 from datetime import datetime, timezone
 
+from agent_core import openapi
 from agent_core.errors import HTTPError, MalformedParameter, NotFound
 
 
@@ -17,21 +18,18 @@ def hello(request):
 
 
 #: What GET /openapi.json says of POST /hello/count/<dbname> besides what the core
-#: knows (path parameter, authentication, its own errors).
+#: knows itself (the path parameter, authentication, its own error responses).
 SCHEDULE_COUNT_API = {
     "summary": "Count the tables of a database, now or at a given time",
     "requestBody": {
         "required": False,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"datetime": {"type": "string", "example": "2026-01-31T22:00:00Z"}},
-                }
-            }
-        },
+        "content": openapi.json_content(
+            {"type": "object", "properties": {"datetime": {"type": "string", "example": "2026-01-31T22:00:00Z"}}}
+        ),
     },
-    "responses": {"200": {"description": 'The operation\'s id: {"id": "<8 hex>"}'}},
+    "responses": openapi.ok(
+        {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}, "The operation's id."
+    ),
 }
 
 

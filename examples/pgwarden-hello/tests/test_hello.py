@@ -50,6 +50,15 @@ def test_bad_requests_get_json_errors(make_agent):
     assert res.status == 403 and "'write' permission" in res.json()["error"]
 
 
+def test_routes_are_described_in_openapi_json(make_agent):
+    paths = make_agent(plugins={"hello": agent_hello.plugin}).login().get("/openapi.json").json()["paths"]
+    assert {"/hello", "/hello/count/{dbname}", "/hello/count/{op_id}"} <= set(paths)
+    count = paths["/hello/count/{dbname}"]["post"]
+    assert count["summary"] == "Count the tables of a database, now or at a given time"
+    assert "datetime" in count["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert "404" in count["responses"]  # added by the core: the path has a parameter
+
+
 def test_enabled_through_the_config(pg_cluster, tmp_path):
     """Loaded as an operator would: the installed distribution's entry point,
     named in [agent] plugins (make_agent gives modules explicitly instead)."""
