@@ -13,7 +13,16 @@ holds ``read``, or both with ``[agent] key_writes = true``.
 Sessions: ``secrets.token_hex(32)`` given to the client; only its SHA-256
 is stored (``core_sessions``), so a copy of the store does not leak usable
 sessions. They expire after ``session_idle`` seconds without use (sliding)
-and ``session_lifetime`` seconds after login (absolute).
+and ``session_lifetime`` seconds after login (absolute). A session's
+``last_seen`` is written at most once every :data:`SESSION_REFRESH` seconds
+(or a tenth of ``session_idle`` when smaller), not on every request (it was
+one store write per request): a session used without pause may so expire
+up to that long before ``session_idle`` after its last use. A session read
+from the store is kept in memory and read again at most every
+:data:`SESSION_RECHECK` seconds (not on every request): a session ended by
+this agent (logout, expiry, user deleted or role changed in the users file)
+ends at once; one deleted from the store by something else (another agent
+sharing a PostgreSQL store) is still accepted for up to that long.
 
 Throttling: failures are counted per (username, client address); from the
 third one the client must wait 2^(n-3) seconds (capped at 5 minutes),
@@ -22,6 +31,8 @@ answered 429 with ``Retry-After``. Nothing sleeps in a server thread.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import logging
@@ -32,7 +43,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -47,6 +58,28 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 FREE_FAILURES = 2
 MAX_BACKOFF = 300
+#: Seconds between two writes of a session's ``last_seen`` (at most).
+SESSION_REFRESH = 60.0
+#: Seconds a session read from the store is trusted before it is read again.
+SESSION_RECHECK = 1.0
+
+
+def _return_large_buffers() -> None:
+    """Make glibc give scrypt's 16 MiB buffers back to the system when freed.
+
+    glibc serves large allocations with mmap, but raises that threshold to the
+    size of the first such block freed: later 16 MiB scrypt buffers then come
+    from per-thread heaps and stay resident (the agent grew from 55 to 270 MB
+    after logins on its 16 threads). A fixed threshold (128 KiB, glibc's
+    default) keeps them mmapped. No-op where ``mallopt`` does not exist."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_return_large_buffers()
 
 
 def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
@@ -182,6 +215,22 @@ class UsersFile:
         return ok and user is not None
 
 
+# Built once (building a statement per request cost as much as running it).
+_SESSION = sa.select(sessions.c.username, sessions.c.created_at, sessions.c.last_seen).where(
+    sessions.c.token_hash == sa.bindparam("digest")
+)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A session as read from the store (``read_at``: when)."""
+
+    username: str
+    created_at: datetime
+    last_seen: datetime
+    read_at: datetime
+
+
 @dataclass
 class _Failures:
     count: int = 0
@@ -227,7 +276,10 @@ class Auth:
         self.key = key
         self.idle = idle
         self.lifetime = lifetime
+        self.refresh = min(SESSION_REFRESH, idle / 10)
         self.throttle = Throttle()
+        self._sessions: dict[str, _Session] = {}  # by token digest: read from the store lately
+        self._sessions_lock = threading.Lock()
 
     @staticmethod
     def _digest(token: str) -> str:
@@ -263,30 +315,48 @@ class Auth:
             raise MalformedParameter("X-Session")
         digest = self._digest(token)
         stamp = now()
-        with self.store.begin() as conn:
-            row = conn.execute(
-                sa.select(sessions.c.username, sessions.c.created_at, sessions.c.last_seen).where(
-                    sessions.c.token_hash == digest
-                )
-            ).first()
-            if row is None:
-                raise HTTPError(401, "Invalid session.")
-            expired = (stamp - row.last_seen).total_seconds() > self.idle or (
-                stamp - row.created_at
-            ).total_seconds() > self.lifetime
-            user = self.users.load().get(row.username)
-            if expired or user is None:
-                conn.execute(sessions.delete().where(sessions.c.token_hash == digest))
-                expired = True
-            else:
-                conn.execute(sessions.update().where(sessions.c.token_hash == digest).values(last_seen=stamp))
+        with self._sessions_lock:
+            known = self._sessions.get(digest)
+        if known is None or (stamp - known.read_at).total_seconds() >= SESSION_RECHECK:
+            known = self._read_session(digest, stamp)
+        user = self.users.load().get(known.username)
+        expired = (stamp - known.last_seen).total_seconds() > self.idle or (
+            stamp - known.created_at
+        ).total_seconds() > self.lifetime
         if expired or user is None:
+            self.logout_digest(digest)
             raise HTTPError(401, "Invalid session.")
-        return str(row.username), user.role
+        if (stamp - known.last_seen).total_seconds() >= self.refresh:
+            with self.store.begin() as conn:
+                conn.execute(sessions.update().where(sessions.c.token_hash == digest).values(last_seen=stamp))
+            with self._sessions_lock:
+                if digest in self._sessions:  # not ended meanwhile
+                    self._sessions[digest] = _Session(known.username, known.created_at, stamp, known.read_at)
+        return known.username, user.role
+
+    def _read_session(self, digest: str, stamp: datetime) -> _Session:
+        """The session from the store, kept in memory; 401 when unknown.
+        Under the lock, so a logout cannot slip between the read and the keep."""
+        with self._sessions_lock:
+            with self.store.begin() as conn:
+                row = conn.execute(_SESSION, {"digest": digest}).first()
+            if row is None:
+                self._sessions.pop(digest, None)
+                raise HTTPError(401, "Invalid session.")
+            if len(self._sessions) > 10000:  # bound memory: forget all, they are read again
+                self._sessions.clear()
+            known = self._sessions[digest] = _Session(str(row.username), row.created_at, row.last_seen, stamp)
+        return known
 
     def logout(self, token: str) -> None:
-        with self.store.begin() as conn:
-            conn.execute(sessions.delete().where(sessions.c.token_hash == self._digest(token)))
+        self.logout_digest(self._digest(token))
+
+    def logout_digest(self, digest: str) -> None:
+        """End the session of this token digest, in the store and in memory."""
+        with self._sessions_lock:
+            with self.store.begin() as conn:
+                conn.execute(sessions.delete().where(sessions.c.token_hash == digest))
+            self._sessions.pop(digest, None)
 
     def key_ok(self, key: str) -> bool:
         """Constant-time comparison with the configured agent key; 401 if wrong."""
