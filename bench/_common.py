@@ -164,6 +164,7 @@ def load(
         "warmup": warmup,
     }
     cpu0 = agent.cpu_s()
+    peak = PeakRss(agent)
     out = subprocess.run(
         [sys.executable, str(HERE / "load.py")], input=json.dumps(job), capture_output=True, text=True, check=True
     )
@@ -172,4 +173,6 @@ def load(
     # the warm-up requests are in the agent's CPU time too
     total = result["requests"] + result["errors"] + warmup * concurrency
     result["agent_cpu_ms_per_request"] = cpu * 1000 / total if total else None
+    result["agent_peak_mb"] = round(peak.stop(), 1)
+    result["agent_rss_after_mb"] = round(agent.rss_mb(), 1)
     return result
