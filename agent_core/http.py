@@ -240,6 +240,13 @@ def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
         except psycopg2.errors.QueryCanceled:
             limit = agent.config.postgresql["statement_timeout"]
             return json_error(504, f"PostgreSQL took longer than statement_timeout ({limit} s) to answer.")
+        except psycopg2.errors.LockNotAvailable:
+            # 504 like statement_timeout: a wait limit of the agent ran out, PostgreSQL is
+            # up (503 means unreachable) and the same request may succeed once the lock is gone
+            limit = agent.config.postgresql.get("lock_timeout")
+            return json_error(
+                504, f"PostgreSQL waited longer than lock_timeout ({limit} s) for a lock held by another session."
+            )
         except bottle.HTTPResponse:
             raise
         except BaseException:  # SystemExit from a plugin too: re-raised, it stopped cheroot

@@ -40,6 +40,16 @@ def agent_add_config(schema: Any) -> None:
     )
     schema.add(
         Option(
+            "estimates_max_age",
+            float,
+            10.0,
+            "Seconds the sizes and bloat estimates of a database or a schema may be reused by later requests "
+            "(0: only requests made while they are computed share them); the Age header tells their age.",
+            minimum=0,
+        )
+    )
+    schema.add(
+        Option(
             "max_notices",
             int,
             1000,

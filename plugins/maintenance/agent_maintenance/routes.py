@@ -14,11 +14,13 @@ or :class:`psycopg2.sql.Identifier`.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+import bottle
 import psycopg2.errors
 
 from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
@@ -26,7 +28,7 @@ from agent_core.hookspecs import Route
 from agent_core.http import Request
 from agent_core.scheduler import Operation
 
-from . import queries, reports, tasks
+from . import flight, queries, reports, tasks
 from .sizes import pretty
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -49,7 +51,8 @@ def _fits(name: str) -> bool:
 def database(request: Request, dbname: str) -> Iterator[Any]:
     """A pooled connection to ``dbname``; 404 when it does not exist (403 when
     the role may not connect, 409 when it accepts no connection, 504 when a
-    statement exceeds the core's statement_timeout)."""
+    statement exceeds the core's statement_timeout or waits for a lock longer
+    than its lock_timeout)."""
     agent = request.agent
     if not _fits(dbname):
         raise NotFound(f"Database '{dbname}' not found.")
@@ -58,6 +61,12 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
             yield conn
     except psycopg2.errors.QueryCanceled:
         raise HTTPError(504, f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
+    except psycopg2.errors.LockNotAvailable:
+        raise HTTPError(
+            504,
+            f"Reading database '{dbname}' waited for a lock held by another session longer than"
+            " [postgresql] lock_timeout; try again later.",
+        ) from None
     except PostgresUnavailable:
         rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
         if not rows:
@@ -90,52 +99,84 @@ def check_target(
 
 
 # -- reads ------------------------------------------------------------------------
+#
+# The figures of a whole database or schema are computed once at a time and
+# reused up to [maintenance] estimates_max_age seconds (see flight.py); the
+# answer's ``Age`` header gives their age in whole seconds.
 
 
-def get_instance(request: Request) -> dict[str, Any]:
+def with_age(document: dict[str, Any], age: float) -> bottle.HTTPResponse:
+    """``document`` answered 200 as JSON with ``Age``: whole seconds since its figures were read."""
+    response = bottle.HTTPResponse(body=json.dumps(document, default=str), status=200)
+    response.content_type = "application/json"
+    response.set_header("Age", str(max(int(age), 0)))
+    return response
+
+
+def database_figures(request: Request, dbname: str) -> tuple[dict[str, Any], float]:
+    """``({"report": GET /maintenance/<db>, "entry": its entry in GET /maintenance}, age)``."""
+
+    def compute() -> dict[str, Any]:
+        with database(request, dbname) as conn:
+            schemas = [r["nspname"] for r in queries.fetch(conn, queries.SCHEMAS)]
+            rows = queries.relations(conn)
+            size = int(queries.fetch(conn, queries.DATABASE_SIZE)[0]["bytes"])
+        return {
+            "report": reports.database_report(dbname, schemas, rows, size),
+            "entry": reports.database_entry(dbname, rows, size),
+        }
+
+    return flight.of(request.agent).get((dbname, None), compute)
+
+
+def get_instance(request: Request) -> bottle.HTTPResponse:
     """GET /maintenance: the instance's total size and one entry per database
     (connectable, not a template): sizes of tables, indexes and TOAST, counts,
-    bloat estimates.
+    bloat estimates. ``Age``: the age of the oldest database's figures.
 
-    200; 401 bad session or key; 406 malformed session; 503 PostgreSQL down; 504 too slow.
+    200; 401 bad session or key; 406 malformed session; 503 PostgreSQL down; 504 too slow
+    or waiting for a lock.
     """
-    agent = request.agent
     entries = []
-    for db in agent.postgres.query(queries.DATABASES):
+    oldest = 0.0
+    for db in request.agent.postgres.query(queries.DATABASES):
         try:
-            with database(request, db["datname"]) as conn:
-                rows = queries.relations(conn)
+            figures, age = database_figures(request, db["datname"])
         except NotFound:  # dropped meanwhile
             continue
-        entries.append(reports.database_entry(db["datname"], rows, int(db["bytes"])))
+        entries.append(figures["entry"])
+        oldest = max(oldest, age)
     total = sum(e["total_bytes"] for e in entries)
-    return {"databases": entries, "instance": {"total_bytes": total, "total_size": pretty(total)}}
+    return with_age({"databases": entries, "instance": {"total_bytes": total, "total_size": pretty(total)}}, oldest)
 
 
-def get_database(request: Request, dbname: str) -> dict[str, Any]:
+def get_database(request: Request, dbname: str) -> bottle.HTTPResponse:
     """GET /maintenance/<dbname>: one entry per schema (temporary and TOAST
-    schemas left out) and the database's size.
+    schemas left out) and the database's size; ``Age`` header.
 
     200; 401; 403 the role may not connect; 404 unknown database; 406;
-    409 database not accepting connections; 503; 504.
+    409 database not accepting connections; 503; 504 too slow or waiting for a lock.
     """
-    with database(request, dbname) as conn:
-        schemas = [r["nspname"] for r in queries.fetch(conn, queries.SCHEMAS)]
-        rows = queries.relations(conn)
-        size = queries.fetch(conn, queries.DATABASE_SIZE)[0]["bytes"]
-    return reports.database_report(dbname, schemas, rows, int(size))
+    figures, age = database_figures(request, dbname)
+    return with_age(figures["report"], age)
 
 
-def get_schema(request: Request, dbname: str, schema: str) -> dict[str, Any]:
+def get_schema(request: Request, dbname: str, schema: str) -> bottle.HTTPResponse:
     """GET /maintenance/<dbname>/schema/<schema>: its tables and indexes with
-    sizes, bloat estimates and usage, and its size.
+    sizes, bloat estimates and usage, and its size; ``Age`` header.
 
-    200; 401; 403; 404 unknown database or schema; 406; 409; 503; 504.
+    200; 401; 403; 404 unknown database or schema; 406; 409; 503; 504 too slow or waiting for a lock.
     """
     with database(request, dbname) as conn:
         found = _lookup(conn, dbname, schema)
-        rows = queries.relations(conn, schema_oid=found["schema_oid"], details=True)
-    return reports.schema_report(schema, rows)
+
+    def compute() -> dict[str, Any]:
+        with database(request, dbname) as conn:
+            rows = queries.relations(conn, schema_oid=found["schema_oid"], details=True)
+        return reports.schema_report(schema, rows)
+
+    report, age = flight.of(request.agent).get((dbname, found["schema_oid"], schema), compute)
+    return with_age(report, age)
 
 
 def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from psycopg2 import sql
 
 from agent_core.hookspecs import TaskType
 
+from . import flight
 from .queries import fetch
 
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             return _run(ctx, agent, signals)
         finally:
             slot.release()
+            flight.of(agent).forget(str(ctx.operation.dbname))  # sizes may have changed
     finally:
         signals.ended.set()
 

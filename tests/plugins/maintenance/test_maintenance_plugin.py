@@ -37,10 +37,12 @@ def test_sample_config_declares_every_option(plugin: Any) -> None:
         "max_operations": 2,
         "reindex_concurrently": True,
         "max_notices": 1000,
+        "estimates_max_age": 10.0,
     }
     for key, value, reason in (
         ("max_operations", "0", "must be at least 1"),
         ("lock_timeout", "-1", "must be at least 0"),
+        ("estimates_max_age", "-1", "must be at least 0"),
         ("reindex_concurrently", "maybe", "expected a boolean"),
         ("nope", "1", "unknown key"),
     ):

@@ -380,8 +380,8 @@ def test_tables_locked_by_another_session_do_not_block_reads(api: Any, reads_db:
 
 
 def test_a_read_waiting_past_statement_timeout_is_504(start_agent: Any, db: str, backends: Any) -> None:
-    api = start_agent(postgresql={"statement_timeout": 1}).login()
-    assert get(api, db)["name"] == db
+    api = start_agent(postgresql={"statement_timeout": 1}, maintenance={"estimates_max_age": 0}).login()
+    assert get(api, db)["name"] == db  # not reused: [maintenance] estimates_max_age = 0
     backends.hold("BEGIN; LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE MODE", dbname=db)
     res = api.get(path(db))
     assert res.status == 504, res
