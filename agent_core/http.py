@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 import bottle
 import psycopg2.errors
+from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -102,7 +103,10 @@ def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
         raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
     if raw.environ.get("wsgi.input_terminated"):
         # a chunked body, already decoded by cheroot: bottle would parse the chunks again and fail
-        data = raw.environ["wsgi.input"].read(limit + 1)
+        try:
+            data = raw.environ["wsgi.input"].read(limit + 1)
+        except ValueError:  # cheroot: a chunk size that is not hexadecimal...
+            raise HTTPError(400, "Request body is not valid chunked transfer coding.") from None
     else:
         data = raw.body.read(limit + 1)
     if len(data) > limit:
@@ -367,6 +371,40 @@ class Middleware:
             )
 
 
+#: Largest request line plus headers accepted (cheroot's default is no limit:
+#: a client could send gigabytes of headers): 414 or 413 JSON above it.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _Request(cheroot_server.HTTPRequest):
+    """cheroot's own error answers (a request it cannot parse, headers too
+    large, plain HTTP on the TLS port) as ``{"error": ...}`` JSON like the
+    app's, instead of text/plain."""
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        status = str(status)
+        if status[:1] not in "45":
+            super().simple_response(status, msg)
+            return
+        if status[:3] in ("413", "414"):
+            self.close_connection = True
+            if self.response_protocol != "HTTP/1.1":  # HTTP/1.0 has neither status
+                status = "400 Bad Request"
+        text = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg)
+        body = json.dumps({"error": text or status[4:]}).encode()
+        head = [f"{self.server.protocol} {status}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        head += [f"Server: {SERVER}"] + (["Connection: close"] if self.close_connection else [])
+        try:
+            self.conn.wfile.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+        except OSError as e:
+            if e.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _Request
+
+
 def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
     """cheroot's own messages (TLS handshake failures, dropped clients) go to the
     log, not to stderr."""
@@ -403,6 +441,8 @@ class Server:
             shutdown_timeout=5,
         )
         server.error_log = _cheroot_log  # type: ignore[method-assign]
+        server.ConnectionClass = _Connection
+        server.max_request_header_size = MAX_HEADER_BYTES
         if self.tls:
             adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
             verify = settings.get("tls_client_verify", "none")

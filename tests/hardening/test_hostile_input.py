@@ -166,10 +166,15 @@ def test_malformed_sessions_are_406(full_agent, alice):
 
 
 def test_oversized_headers(full_agent, alice):
-    assert_error(full_agent.client().get("/profile", headers={"X-Session": "a" * 200_000}), 406)
-    assert_error(full_agent.client().get("/activity", headers={"X-Pgwarden-Key": "k" * 200_000}), 401, "Invalid key.")
+    """Request line and headers are limited to 64 KiB (cheroot's default is none): 413 JSON above."""
+    assert_error(full_agent.client().get("/profile", headers={"X-Session": "a" * 60_000}), 406)
+    assert_error(full_agent.client().get("/activity", headers={"X-Pgwarden-Key": "k" * 60_000}), 401, "Invalid key.")
     res = alice.get("/profile", headers={"X-Padding": "p" * 60_000})  # unrelated and big: ignored
     assert res.status == 200, res
+    for name in ("X-Session", "X-Pgwarden-Key", "X-Padding"):
+        assert_error(alice.get("/profile", headers={name: "a" * 70_000}), 413, "headers")
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(1000))  # 100 kB in 1,000 headers
+    assert_error(send_raw(full_agent, b"GET /status HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"), 413)
 
 
 def test_repeated_session_or_key_headers_are_refused(full_agent, alice):
@@ -213,8 +218,23 @@ def test_invalid_percent_encoding_and_nul(alice):
     assert_error(alice.get("/maintenance/post%00gres"), 404)
 
 
+def test_requests_the_http_server_cannot_parse_are_answered_in_json(full_agent, alice):
+    post = b"POST /activity/kill HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Session: " + alice.session.encode()
+    for data in (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello on the plain port
+        b"GET\r\n\r\n",
+        b"GET /status HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: x\r\nbroken header line\r\n\r\n",
+        post + b"\r\nContent-Length: abc\r\n\r\n",
+        post + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a chunk size that is not hexadecimal
+        b"GET /st\xffatus HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        assert_error(send_raw(full_agent, data), (400, 404, 505))
+
+
 def test_overlong_paths_and_query_strings(full_agent, alice):
     assert_error(alice.get("/maintenance/" + "d" * 60_000), 404)
+    assert_error(alice.get("/maintenance/" + "d" * 100_000), (400, 414))  # above the 64 KiB limit
     assert_error(alice.get("/maintenance/postgres/schema/" + "s/" * 5_000 + "x"), 404)
     assert_error(alice.get("/" + "a" * 60_000), 404)
     res = alice.get("/activity?limit=1&" + "x=1&" * 10_000)
