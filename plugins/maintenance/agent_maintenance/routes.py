@@ -385,7 +385,10 @@ _READ_ERRORS = {
     "403": {"description": "The agent's role may not connect to the database."},
     "409": {"description": "The database does not accept connections."},
     "503": {"description": "PostgreSQL unavailable."},
-    "504": {"description": "A read took longer than [postgresql] statement_timeout."},
+    "504": {
+        "description": "A read took longer than [postgresql] statement_timeout, or waited for a lock"
+        " held by another session longer than [postgresql] lock_timeout."
+    },
 }
 
 
@@ -416,6 +419,14 @@ SCHEMA_DOC = _answer(
         **TOTALS,
     )
 )
+for _doc in (INSTANCE_DOC, DATABASE_DOC, SCHEMA_DOC):  # figures computed once at a time and reused briefly
+    _doc["responses"]["200"]["headers"] = {
+        "Age": {
+            "description": "Whole seconds since the figures were read (reused up to [maintenance] estimates_max_age).",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    }
 TABLE_DOC = _answer(TABLE_DETAILS)
 LISTING_DOC = _answer({"type": "array", "items": OPERATION}, "The operations (a JSON array).")
 
