@@ -74,13 +74,15 @@ WITH RECURSIVE
   consts AS (
     SELECT pg_catalog.current_setting('block_size')::numeric AS bs, {_MAXALIGN} AS ma
   ),
-  -- relations another session holds (or waits for) in ACCESS EXCLUSIVE mode
-  -- (VACUUM FULL, REINDEX, LOCK TABLE...): measuring them would wait for the
-  -- lock, so their sizes come from the catalog (relpages) instead
+  -- relations another session (or a prepared transaction: pid NULL) holds or
+  -- waits for in ACCESS EXCLUSIVE mode (VACUUM FULL, REINDEX, LOCK TABLE...):
+  -- measuring them would wait for the lock, so their sizes come from the
+  -- catalog (relpages) instead
   locked AS (
     SELECT DISTINCT k.relation AS relid
     FROM pg_catalog.pg_locks k
-    WHERE k.locktype = 'relation' AND k.mode = 'AccessExclusiveLock' AND k.pid <> pg_catalog.pg_backend_pid()
+    WHERE k.locktype = 'relation' AND k.mode = 'AccessExclusiveLock'
+      AND k.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
       AND k.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
   ),
   listed AS (

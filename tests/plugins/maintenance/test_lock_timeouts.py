@@ -18,7 +18,7 @@ An agent with both plugins, ``[postgresql] lock_timeout = 1`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from maintenance_helpers import path
 
 import agent_activity.plugin as activity_plugin
 import agent_maintenance.plugin as maintenance_plugin
-from agent_core.testing import Databases, RunningAgent
+from agent_core.testing import Cluster, Databases, RunningAgent, find_bindir
 
 SETUP = """
 CREATE SCHEMA s;
@@ -128,3 +128,46 @@ def test_a_read_waiting_for_a_lock_fails_fast_with_504(
         cur.execute("ROLLBACK")
     assert api.get(path(lock_db, "schema", "s", "table", "t")).status == 200
     assert api.get("/activity/waiting").status == 200
+
+
+@pytest.fixture
+def prepared_cluster() -> Iterator[Cluster]:
+    """A cluster of its own that allows prepared transactions (the session's
+    does not), with the test table; requested before ``make_agent`` so that
+    the agents stop before it does."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are missing: apt-get install postgresql")
+    cluster = Cluster(bindir, extra_conf={"max_prepared_transactions": "2"})
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.execute(SETUP)
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def test_a_prepared_transaction_holding_a_table_does_not_block_reads(
+    prepared_cluster: Cluster, make_agent: Callable[..., RunningAgent]
+) -> None:
+    """A prepared transaction's locks have no pid: the table is still seen as
+    locked and measured from the catalog, not waited for."""
+    conn = prepared_cluster.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE s.t IN ACCESS EXCLUSIVE MODE")
+            cur.execute("PREPARE TRANSACTION 'pgwarden_test_lock'")
+        config = {
+            "postgresql": {**prepared_cluster.settings(), "lock_timeout": 1, "statement_timeout": 60},
+            "maintenance": {"estimates_max_age": 0},
+        }
+        api = make_agent(plugins={"maintenance": maintenance_plugin}, config=config).login()
+        table = api.get(path("postgres", "schema", "s", "table", "t"))
+        assert table.status == 200, table
+        assert table.json()["locked"] is True and table.json()["total_bytes"] > 0
+        schema = api.get(path("postgres", "schema", "s"))
+        assert schema.status == 200 and schema.json()["tables"][0]["locked"] is True, schema
+    finally:
+        conn.close()
+        prepared_cluster.execute("ROLLBACK PREPARED 'pgwarden_test_lock'")
