@@ -5,6 +5,7 @@ and the agent's log captured as text."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 
 import agent_activity.plugin as activity_plugin
 import agent_maintenance.plugin as maintenance_plugin
-from agent_core.testing import PASSWORD, Databases, RunningAgent
+from agent_core.auth import UsersFile
+from agent_core.testing import PASSWORD, Cluster, Databases, RunningAgent, agent_config
 
 PLUGINS = {"activity": activity_plugin, "maintenance": maintenance_plugin}
 USERS = {"alice": PASSWORD, "dash": (PASSWORD, "read")}
@@ -36,6 +38,21 @@ def start_full(databases: Databases, make_agent: Callable[..., RunningAgent]) ->
 @pytest.fixture
 def full_agent(start_full: Callable[..., RunningAgent]) -> RunningAgent:
     return start_full()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    """One agent like ``full_agent`` for a whole module, for tests that change
+    nothing (an agent per test costs about a second)."""
+    home = tmp_path_factory.mktemp("shared_agent")
+    users = UsersFile(os.path.join(str(home), "users"))
+    users.set("alice", PASSWORD, "admin")
+    users.set("dash", PASSWORD, "read")
+    running = RunningAgent(agent_config(pg_cluster, home, PLUGINS, {"agent": {"log_level": "DEBUG"}}), PLUGINS, {})
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 class LogText(logging.Handler):

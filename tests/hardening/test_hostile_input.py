@@ -19,7 +19,7 @@ from agent_core.testing import KEY, Client, RunningAgent
 
 #: The POST routes that read a JSON body, with a body they accept.
 BODY_ROUTES = [
-    ("/login", {"username": "alice", "password": "x"}),
+    ("/login", {"username": "mallory", "password": "x"}),
     ("/activity/kill", {"pids": [1]}),
     ("/maintenance/postgres/vacuum", {"mode": "analyze", "datetime": "2999-01-01T00:00:00Z"}),
 ]
@@ -67,9 +67,20 @@ def raw_get(running: RunningAgent, target: bytes, *headers: bytes) -> RawRespons
     return send_raw(running, b"\r\n".join(lines))
 
 
+@pytest.fixture(scope="module")
+def full_agent(shared_agent: RunningAgent) -> RunningAgent:
+    """One agent for the module: nothing here changes its state (no login fails, nothing is scheduled)."""
+    return shared_agent
+
+
+@pytest.fixture(scope="module")
+def session(full_agent: RunningAgent) -> str:
+    return full_agent.login().session or ""
+
+
 @pytest.fixture
-def alice(full_agent: RunningAgent) -> Iterator[Client]:
-    client = full_agent.login()
+def alice(full_agent: RunningAgent, session: str) -> Iterator[Client]:
+    client = Client(full_agent.url, session=session)
     yield client
     # after whatever the test sent, the agent still answers normally
     assert client.get("/activity").status == 200

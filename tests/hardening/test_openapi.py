@@ -13,6 +13,12 @@ from agent_core.testing import KEY, RunningAgent
 SHARED_API = Path(__file__).resolve().parents[3] / "shared" / "api"
 
 
+@pytest.fixture(scope="module")
+def full_agent(shared_agent: RunningAgent) -> RunningAgent:
+    """One agent for the module: these tests only read."""
+    return shared_agent
+
+
 def served_routes(running: RunningAgent) -> set[tuple[str, str]]:
     """(method, OpenAPI path) of every route of the running bottle app."""
     app = running.agent.app.app  # the Middleware wraps the bottle app
