@@ -352,9 +352,10 @@ WHERE n.nspname <> 'pg_toast' AND n.nspname !~ '^pg_(toast_)?temp_'
 
 DATABASE_SIZE = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes"
 
-#: Databases shown by the instance view: connectable, not templates, allowed to the role.
+#: Databases shown by the instance view: connectable, not templates, allowed to the role
+#: (their sizes are read with their figures, which the database view shares).
 DATABASES = """
-SELECT d.datname, pg_catalog.pg_database_size(d.oid) AS bytes
+SELECT d.datname
 FROM pg_catalog.pg_database d
 WHERE d.datallowconn AND NOT d.datistemplate AND pg_catalog.has_database_privilege(d.oid, 'CONNECT')
 ORDER BY d.datname
