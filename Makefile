@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 
-.PHONY: venv demo test lint typecheck bench clean
+.PHONY: venv demo test soak lint typecheck bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ test: venv
 	$(PY) -m pytest
 	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
 	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
+
+# make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
+# (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)
+# with their long variants (PGWARDEN_SOAK=1).
+SOAK_SECONDS ?= 600
+SOAK_ROUNDS ?= 5
+soak: venv
+	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
+	PGWARDEN_LOAD_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s tests/faults/test_load.py
+	for i in $$(seq $(SOAK_ROUNDS)); do PGWARDEN_SOAK=1 $(PY) -m pytest -q tests/faults -k "not test_load" || exit 1; done
 
 lint: venv
 	$(VENV)/bin/ruff check .

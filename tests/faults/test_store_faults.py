@@ -157,7 +157,7 @@ def test_full_disk_sqlite(make_agent, faulty, tiny_fs):
     api = Keyed(running.url)
     session = running.login()
     acked = {api.submit() for _ in range(3)}
-    due = api.submit(2)  # falls due while the disk is full
+    due = api.submit(1)  # falls due while the disk is full
     acked.add(due)
 
     tiny_fs.fill()
@@ -172,7 +172,7 @@ def test_full_disk_sqlite(make_agent, faulty, tiny_fs):
     acked |= {res.json()["id"] for res in answers[:10] if res.status == 200}
     assert session.get("/profile").status in (200, 503)  # a read, but it may refresh the session
     assert api.get("/faulty/ok").status == 200  # what does not write keeps working
-    time.sleep(3)  # past its time
+    time.sleep(2)  # past its time
     assert set(api.ops()) == acked
 
     tiny_fs.free()
