@@ -29,11 +29,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from typing import Any
 
 import pytest
 
 import agent_core.store
+from agent_core.hookspecs import TaskType, hookimpl
 from agent_core.testing import KEY, PASSWORD, Client, wait_for
 
 STORE_DOWN = "The operations store is unavailable"
@@ -307,3 +309,20 @@ def test_stopped_postgresql_store(make_agent, faulty, own_cluster):
     assert faulty.state.runs == {due: 1}
     acked.add(api.submit())
     assert set(api.ops()) == acked
+
+
+def test_a_recurring_task_stays_scheduled_when_the_store_fails_between_runs(make_agent, store_url, failing):
+    runs = []
+
+    @hookimpl
+    def agent_register_tasks(agent: Any) -> list[TaskType]:
+        return [TaskType("ticker.tick", lambda ctx: runs.append(ctx.operation.id), interval=0.5)]
+
+    ticker = types.SimpleNamespace(agent_register_tasks=agent_register_tasks)
+    running = make_agent(plugins={"ticker": ticker}, config={"agent": {"store": store_url} if store_url else {}})
+    broken = failing(running.agent.store.engine)
+    # the next run cannot be written right after a run ends
+    broken.fail(r"^INSERT INTO core_operations", times=2, thread="pgwarden-op-")
+    wait_for(lambda: len(runs) >= 3, timeout=20)
+    assert len(broken.failed) == 2
+    assert len(set(runs)) == len(runs)  # each operation ran once
