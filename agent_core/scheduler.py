@@ -73,8 +73,10 @@ class Operation:
 
     @classmethod
     def from_row(cls, row: Any) -> Operation:
-        m = row._mapping
-        return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+        """From a row of ``operations.select()``: its columns are the fields, in
+        order (checked below the class), so positionally (by name cost a
+        third of listing 1,000 operations)."""
+        return cls(*row)
 
     @property
     def finished(self) -> bool:
@@ -84,7 +86,8 @@ class Operation:
         """JSON-ready: timestamps as ``YYYY-MM-DDTHH:MM:SSZ``."""
 
         def ts(value: datetime | None) -> str | None:
-            return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+            # UTC from the store; isoformat is several times faster than strftime
+            return value.isoformat(timespec="seconds")[:19] + "Z" if value else None
 
         return {
             "id": self.id,
@@ -104,6 +107,10 @@ class Operation:
             "error": self.error,
             "notices": self.notices,
         }
+
+
+if [c.name for c in operations.columns] != list(Operation.__dataclass_fields__):  # pragma: no cover
+    raise RuntimeError("core_operations columns and Operation fields must be the same, in the same order")
 
 
 @dataclass
