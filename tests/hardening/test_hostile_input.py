@@ -251,3 +251,14 @@ def test_overlong_paths_and_query_strings(full_agent, alice):
     res = alice.get("/activity?limit=1&" + "x=1&" * 10_000)
     assert res.status == 200, res
     assert_error(alice.get("/activity?limit=" + "9" * 10_000), 406, "'limit'")
+
+
+def test_unknown_or_malformed_methods(full_agent, alice):
+    session = b"X-Session: " + alice.session.encode()
+    for method in (b"TRACE", b"CONNECT", b"PROPFIND", b"PUT", b"PATCH", b"DELETE", b"G\x01T"):
+        for path in (b"/status", b"/activity", b"/maintenance/postgres/vacuum"):
+            res = send_raw(full_agent, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + session + b"\r\n"
+                           b"Connection: close\r\n\r\n")  # fmt: skip
+            assert_error(res, 405)
+    assert_error(send_raw(full_agent, b"get /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 400)
+    assert_error(send_raw(full_agent, b"TRACE * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 400)
