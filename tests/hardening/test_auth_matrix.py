@@ -169,7 +169,7 @@ def test_brute_force_on_login_is_throttled_while_others_are_served(matrix_agent)
         t.join()
     assert len(dash_password_attempts) == 60
     assert set(dash_password_attempts) <= {401, 429}
-    assert dash_password_attempts.count(429) >= 30  # throttled after the first failures (most of the 60)
+    assert dash_password_attempts.count(429) >= 30  # throttled after the first failures
     assert others and set(others) == {200}, others
     # another user still logs in; the brute-forced one waits, even with the right password
     assert Client(running.url).post("/login", {"username": "alice", "password": PASSWORD}).status == 200
