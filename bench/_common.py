@@ -62,7 +62,13 @@ class AgentProcess:
     user ``alice`` (admin) and a fresh home; production defaults otherwise
     (INFO log, to a file in its home)."""
 
-    def __init__(self, cluster: Cluster, tls: bool, settings: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        cluster: Cluster,
+        tls: bool,
+        settings: Mapping[str, Any] | None = None,
+        sections: Mapping[str, Mapping[str, Any]] | None = None,
+    ):
         self.home = Path(tempfile.mkdtemp(prefix="pgwarden-bench-"))
         agent = {
             "address": "127.0.0.1",
@@ -78,7 +84,7 @@ class AgentProcess:
         postgresql = cluster.settings()
         config = self.home / "pgwarden.conf"
         with open(config, "w") as f:
-            for name, section in (("agent", agent), ("postgresql", postgresql)):
+            for name, section in (("agent", agent), ("postgresql", postgresql), *(sections or {}).items()):
                 f.write(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in section.items()))
         UsersFile(str(self.home / "users")).set("alice", PASSWORD)
         self.proc = subprocess.Popen(

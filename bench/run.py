@@ -66,6 +66,8 @@ SMOKE_PLAN = Plan(
 
 APP_SCHEMA = "shop"
 TARGETS = [("app", APP_SCHEMA), ("wide", "public"), ("many", "s_000")]
+APP_READS = ("/maintenance/app", f"/maintenance/app/schema/{APP_SCHEMA}")
+UNCACHED = "uncached"
 SOAK_PATHS = ["/profile", "/activity", f"/maintenance/app/schema/{APP_SCHEMA}", "/status"]
 
 
@@ -98,11 +100,13 @@ class Harness:
         **kw: Any,
     ) -> dict[str, Any]:
         paths = kw.pop("paths", [label.split(" ", 1)[-1]])
+        variant = kw.pop("variant", "")
         result = load(agent, paths, clients, bound[0], bound[1], session=session, **kw)
-        entry = {"endpoint": label, "tls": tls, "clients": clients, **result}
+        entry = {"endpoint": label, "variant": variant, "tls": tls, "clients": clients, **result}
         self.report["runs"].append(entry)
         print(
-            f"  {'TLS' if tls else 'plain'} {label} x{clients}: p50 {result['p50'] or 0:.2f} ms,"
+            f"  {'TLS' if tls else 'plain'} {label}{' ' + variant if variant else ''} x{clients}:"
+            f" p50 {result['p50'] or 0:.2f} ms,"
             f" p99 {result['p99'] or 0:.2f} ms, {result['rps'] or 0:.0f} req/s, {result['errors']} errors",
             flush=True,
         )
@@ -139,7 +143,7 @@ class Harness:
                 busy.close()
 
             floors = maintenance_floors(self.conns, TARGETS)
-            for label in ("/maintenance/app", f"/maintenance/app/schema/{APP_SCHEMA}"):
+            for label in APP_READS:
                 self.floor(label, floors[label], plan.floor_n)
                 for c in plan.clients:
                     self.run(agent, True, "GET " + label, c, plan.heavy, session)
@@ -209,6 +213,25 @@ class Harness:
         }
         print(f"  scheduler: {len(delays)}/{plan.due} started, delays {delays}", flush=True)
 
+    # -- a TLS agent reusing no maintenance figures: their real cost ----------------
+
+    def uncached_suite(self) -> None:
+        """The maintenance reads again with ``[maintenance] estimates_max_age =
+        0`` (figures computed for every request; only concurrent requests
+        share one computation): what a request costs when nothing is reused."""
+        plan = self.plan
+        agent = AgentProcess(self.cluster, tls=True, sections={"maintenance": {"estimates_max_age": 0}})
+        try:
+            session = agent.session()
+            for label in APP_READS:
+                for c in plan.clients:
+                    self.run(agent, True, "GET " + label, c, plan.heavy, session, variant=UNCACHED)
+            for label in self.report["floors"]:
+                if label.startswith("/maintenance") and label not in APP_READS:
+                    self.run(agent, True, "GET " + label, 1, plan.wide, session, variant=UNCACHED)
+        finally:
+            agent.stop()
+
     # -- the plain-HTTP agent: the cost of TLS ------------------------------------
 
     def plain_suite(self) -> None:
@@ -270,6 +293,8 @@ def main() -> int:
         harness = Harness(cluster, plan, report)
         print("agent with TLS...", flush=True)
         harness.tls_suite(scale)
+        print("agent with TLS, maintenance figures never reused...", flush=True)
+        harness.uncached_suite()
         print("agent without TLS...", flush=True)
         harness.plain_suite()
     finally:
