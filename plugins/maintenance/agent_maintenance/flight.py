@@ -14,9 +14,10 @@ at a time for the same key:
 The age given with a result is the time since its statement started, so it
 is never smaller than the figures' real age; the views send it as the HTTP
 ``Age`` header. At most :data:`MAX_ENTRIES` results are kept (least recently
-used dropped first), so memory stays bounded however many databases and
-schemas are read. A maintenance operation forgets the results of its
-database when it ends.
+used dropped first, expired ones dropped at the next request), so memory
+stays bounded however many databases and schemas are read; the views keep a
+schema's listing as its JSON text, several times smaller than the objects.
+A maintenance operation forgets the results of its database when it ends.
 
 ``computed`` counts the computations actually run (tests read it: two
 concurrent requests, one computation).
@@ -63,6 +64,7 @@ class Flights:
         request that waited for it, and nothing is kept."""
         with self._lock:
             now = time.monotonic()
+            self._trim(now)  # expired results are not kept a moment longer than needed
             kept = self._kept.get(key)
             if kept is not None and now - kept.started <= self.max_age:
                 self._kept.move_to_end(key)
