@@ -23,7 +23,8 @@ those of the latest sample: CPU and I/O rates over the window between the
 last two samples (``interval`` seconds), memory and I/O wait as of the latest
 sample, so at most ``interval`` seconds (plus the time a sample takes) old.
 A process not in the latest sample (a new backend) is read at request time:
-memory and I/O wait at once, no rate until it has been sampled. Metrics are
+memory and I/O wait at once, no rate until it has been sampled; one that has
+exited since (its ``/proc/<pid>`` is gone) has no metrics. Metrics are
 looked up by pid among the processes of the latest sample, which the
 sampler identified by (pid, start time): a pid reused by another process
 between the latest sample and the request (the whole pid space cycled within
@@ -41,6 +42,7 @@ another host) gives ``None`` for that metric only; callers keep the row.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -266,8 +268,13 @@ class Sampler:
 
     def latest(self, pids: Iterable[int]) -> dict[int, Metrics]:
         """The metrics of the latest background sample (at most ``interval``
-        seconds old, see the module's docstring); a process it did not see
-        is read now (no rate yet)."""
+        seconds old, see the module's docstring) for the processes that still
+        exist (one ``stat`` of ``/proc/<pid>``); any other process is read now:
+        nothing for one that has exited, no rate yet for a new one."""
         with self._lock:
             latest = self._latest
-        return {pid: latest[pid] if pid in latest else self.metrics(self.read(pid)) for pid in pids}
+        return {pid: latest[pid] if pid in latest and _exists(pid) else self.metrics(self.read(pid)) for pid in pids}
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
