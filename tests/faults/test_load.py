@@ -242,11 +242,12 @@ def test_fifty_clients_over_tls(pg_cluster, databases, tmp_path: Path, certifica
             return {e["id"]: e for e in body}
 
         # (finished ones older than RETENTION may have been purged: PostgreSQL's counts below cover them)
-        def all_ended() -> dict[str, dict[str, Any]] | None:
+        def all_ended() -> tuple[dict[str, dict[str, Any]]] | None:
             ops = listing("analyze")
-            return ops if all(ops.get(i, {}).get("status") not in ("todo", "doing") for i in tally.analyzes) else None
+            ended = all(ops.get(i, {}).get("status") not in ("todo", "doing") for i in tally.analyzes)
+            return (ops,) if ended else None
 
-        analyzes = wait_for(all_ended, timeout=120, interval=0.5)
+        (analyzes,) = wait_for(all_ended, timeout=120, interval=0.5)
         listed = [i for i in tally.analyzes if i in analyzes]
         assert {analyzes[i]["status"] for i in listed} <= {"done"}, Counter(analyzes[i]["status"] for i in listed)
         if SECONDS < RETENTION:
