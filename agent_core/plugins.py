@@ -35,7 +35,7 @@ trace_log = logging.getLogger("pgwarden.hooks")
 
 GROUP = "pgwarden"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = ("agent", "postgresql", "login", "logout", "profile", "status", "discover", "core")
+RESERVED = ("agent", "postgresql", "login", "logout", "profile", "status", "discover", "notifications", "core")
 TRACE_ENV = "PGWARDEN_TRACE_HOOKS"
 
 

@@ -215,3 +215,12 @@ def test_the_agent_methods_shown_in_writing_md_take_the_arguments_shown(attr, cl
         takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
         for arg in re.findall(r"(?:^|,)\s*(\w+)\s*(?==|,|$)", args):
             assert arg in params or takes_any, f"writing.md: agent.{attr}.{name} has no argument {arg}"
+
+
+def test_every_core_route_prefix_is_reserved():
+    """A plugin may not be named after a core route: its prefix would clash."""
+    from agent_core.agent import core_routes
+    from agent_core.plugins import NAME_RE
+
+    prefixes = {route.path.split("/")[1] for route, _ in core_routes()}
+    assert {p for p in prefixes if NAME_RE.match(p)} <= set(RESERVED)
