@@ -21,8 +21,8 @@ Rules the core enforces when the agent starts (see :mod:`agent_core.plugins`):
   the core validates them in one place: a route outside ``/<name>``, a
   duplicate route, a task not named ``<name>.<verb>`` or a table not prefixed
   ``<name>_`` refuses start-up with a message naming the plugin;
-* hooks are called with keyword arguments; pluggy ignores default values on
-  hookimpl parameters, so do not rely on them.
+* hooks are called with keyword arguments; pluggy never passes a hookimpl
+  parameter that has a default value, so start-up refuses such defaults.
 
 Set ``PGWARDEN_TRACE_HOOKS=1`` to log every hook call and its result.
 """
@@ -74,8 +74,9 @@ class Route:
         ``view(request, **wildcards)`` where ``request`` is an
         :class:`agent_core.http.Request`. It returns a JSON-serialisable dict or
         list (answered 200) or raises :class:`agent_core.errors.HTTPError`.
-        A statement canceled by ``[postgresql] statement_timeout`` is a 504;
-        PostgreSQL unreachable a 503. Any other exception is a 500 with a
+        A statement canceled by ``[postgresql] statement_timeout`` or
+        ``lock_timeout`` is a 504; PostgreSQL unreachable or the operations
+        store unavailable a 503. Any other exception is a 500 with a
         generic message, the traceback going to the log only.
     ``key``
         ``True`` if the agent key (``?key=``, ``X-Pgwarden-Key`` or

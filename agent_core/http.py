@@ -351,6 +351,8 @@ class Middleware:
             headers.append(("Server", SERVER))
             if "access-control-allow-origin" not in names:
                 headers.append(("Access-Control-Allow-Origin", self.cors_origin))
+            if "age" in names:  # how old a reused figure is (maintenance reads): readable by browser clients
+                headers.append(("Access-Control-Expose-Headers", "Age"))
             if "content-type" not in names and not status.startswith(("204", "304")):
                 headers.append(("Content-Type", "application/json"))
             return start_response(status, headers, exc_info)

@@ -110,6 +110,7 @@ def test_instance_database_and_schema_share_database_figures(start_agent: Any, s
     flights = flight.of(running.agent)
     instance = api.get("/maintenance")
     assert instance.status == 200 and "Age" in instance.headers, instance
+    assert instance.headers["Access-Control-Expose-Headers"] == "Age"  # browser dashboards may read it
     computed = flights.computed  # one per database of the instance
     database = api.get(path(sf_db))
     assert database.status == 200 and "Age" in database.headers
