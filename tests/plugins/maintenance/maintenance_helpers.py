@@ -96,3 +96,12 @@ class Keyed:
 
     def get(self, url: str) -> Any:
         return self.client.get(url, headers={"X-Pgwarden-Key": KEY})
+
+
+#: A schema ``s`` with one analyzed table ``s.t`` of 200 rows.
+ONE_TABLE = """
+CREATE SCHEMA s;
+CREATE TABLE s.t (id int PRIMARY KEY, v text);
+INSERT INTO s.t SELECT i, md5(i::text) FROM generate_series(1, 200) i;
+ANALYZE;
+"""

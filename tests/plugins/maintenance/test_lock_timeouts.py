@@ -22,23 +22,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from maintenance_helpers import path
+from maintenance_helpers import ONE_TABLE, path
 
 import agent_activity.plugin as activity_plugin
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.testing import Cluster, Databases, RunningAgent, find_bindir
 
-SETUP = """
-CREATE SCHEMA s;
-CREATE TABLE s.t (id int PRIMARY KEY, v text);
-INSERT INTO s.t SELECT i, md5(i::text) FROM generate_series(1, 200) i;
-ANALYZE;
-"""
-
 
 @pytest.fixture
 def lock_db(databases: Databases) -> str:
-    return databases.create("lockt", setup=SETUP)
+    return databases.create("lockt", setup=ONE_TABLE)
 
 
 @pytest.fixture
@@ -142,7 +135,7 @@ def prepared_cluster() -> Iterator[Cluster]:
     try:
         cluster.init()
         cluster.start()
-        cluster.execute(SETUP)
+        cluster.execute(ONE_TABLE)
         yield cluster
     finally:
         cluster.destroy()

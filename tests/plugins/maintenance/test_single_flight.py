@@ -14,22 +14,15 @@ import time
 from typing import Any
 
 import pytest
-from maintenance_helpers import path, run
+from maintenance_helpers import ONE_TABLE, path, run
 
 from agent_core.testing import wait_for
 from agent_maintenance import flight
 
-SETUP = """
-CREATE SCHEMA s;
-CREATE TABLE s.t (id int PRIMARY KEY, v text);
-INSERT INTO s.t SELECT i, md5(i::text) FROM generate_series(1, 200) i;
-ANALYZE;
-"""
-
 
 @pytest.fixture
 def sf_db(databases: Any) -> str:
-    return databases.create("sf", setup=SETUP)
+    return databases.create("sf", setup=ONE_TABLE)
 
 
 def age(res: Any) -> int:
