@@ -25,6 +25,9 @@ How each fault is made:
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
 import sqlite3
 import subprocess
 import sys
@@ -85,6 +88,17 @@ def start(make_agent: Any, faulty: Any, store: str | None = None, home: Any = No
     if store:
         agent["store"] = store
     return make_agent(plugins={"faulty": faulty}, config={"agent": agent}, home=home)
+
+
+def open_files_under(directory: Any) -> list[str]:
+    """The files under ``directory`` this process holds open (what blocks a read-only remount)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory)):
+                held.append(target)
+    return held
 
 
 def sqlite_ok(path: Any) -> None:
@@ -194,11 +208,20 @@ def test_read_only_filesystem_sqlite(make_agent, faulty, tiny_fs):
     session = running.login()
     acked = {api.submit() for _ in range(3)}
 
-    def remount_read_only() -> bool:
-        running.agent.store.dispose()  # Linux will not remount while files are open for writing
-        return tiny_fs.remount("ro").returncode == 0
+    failures: list[str] = []
 
-    wait_for(remount_read_only, timeout=10, interval=0.2)
+    def remount_read_only() -> bool:
+        gc.collect()  # SQLite connections dropped but not yet collected still hold the file open
+        running.agent.store.dispose()  # Linux will not remount while files are open for writing
+        res = tiny_fs.remount("ro")
+        if res.returncode:
+            failures[:] = [res.stderr.strip(), *open_files_under(tiny_fs.path)]
+        return res.returncode == 0
+
+    try:
+        wait_for(remount_read_only, timeout=20, interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"could not remount read-only; last failure and files held open: {failures}") from None
     try:
         assert_store_down(api.post("/faulty/ops", {"in": 3600}))
         assert_store_down(running.client().post("/login", LOGIN))
