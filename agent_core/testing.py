@@ -216,6 +216,13 @@ def agent_config(
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
+    yield from throwaway_cluster()
+
+
+def throwaway_cluster() -> Iterator[Cluster]:
+    """A new cluster, initialised and started, destroyed when the generator is
+    closed; skips naming what to install when the server binaries are missing.
+    For a fixture of a test's own cluster: ``yield from throwaway_cluster()``."""
     bindir = find_bindir()
     if bindir is None:
         pytest.skip(INSTALL_HINT)

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import event
 
 from agent_core.hookspecs import Route, TaskType, hookimpl
-from agent_core.testing import Cluster, find_bindir
+from agent_core.testing import Cluster, throwaway_cluster
 
 
 def make_plugin() -> types.SimpleNamespace:
@@ -213,16 +213,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[TinyFs]:
 @pytest.fixture
 def own_cluster() -> Iterator[Cluster]:
     """A throwaway PostgreSQL cluster of this test alone (it may be stopped)."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    cluster = Cluster(bindir)
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from throwaway_cluster()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
