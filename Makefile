@@ -10,7 +10,7 @@ PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5
+	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
 	touch $@
 
 venv: $(VENV)/.installed

@@ -40,10 +40,11 @@ from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
-from .http import Middleware, Request, Server, build_app
+from .http import Middleware, Request, build_app
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
 from .scheduler import Scheduler
+from .server import Server
 from .store import Store, add_notification, list_notifications
 
 log = logging.getLogger("pgwarden")

@@ -118,6 +118,46 @@ def agent_schema() -> SectionSchema:
         Option("tls_ca", str, None, "CA file used to verify client certificates."),
         Option("tls_client_verify", str, "none", "Client certificate check.", choices=("none", "optional", "required")),
         Option("threads", int, 16, "HTTP worker threads.", validator=_positive),
+        Option(
+            "max_connections",
+            int,
+            4096,
+            "Client connections open at once (all addresses of one listening address); at the limit the oldest "
+            "idle one is closed to make room.",
+            minimum=16,
+        ),
+        Option(
+            "max_connections_per_address",
+            int,
+            256,
+            "Client connections open at once from one client address; more are closed as they arrive.",
+            validator=_positive,
+        ),
+        Option(
+            "handshake_timeout", float, 5.0, "Seconds a client has to complete its TLS handshake.", validator=_positive
+        ),
+        Option(
+            "header_timeout",
+            float,
+            10.0,
+            "Seconds a client has to send a whole request line and headers (a total, not per read).",
+            validator=_positive,
+        ),
+        Option(
+            "body_min_rate",
+            int,
+            1024,
+            "Slowest accepted request body, in bytes per second (after header_timeout of grace).",
+            validator=_positive,
+        ),
+        Option("keepalive_timeout", float, 30.0, "Seconds an idle keep-alive connection is kept.", validator=_positive),
+        Option(
+            "send_timeout",
+            float,
+            30.0,
+            "Seconds a client has to take each response write (plus one per 64 KiB).",
+            validator=_positive,
+        ),
         Option("home", str, "/var/lib/pgwarden", "State directory (operations store, users file)."),
         Option("store", str, None, "SQLAlchemy URL of the operations store (default: SQLite file in home)."),
         Option("key", str, None, "Agent key accepted where the API allows it (unset: key disabled).", secret=True),

@@ -8,7 +8,8 @@ as ``{"error": ...}`` by :func:`_error_handler`; the traceback goes to the
 log only. A small WSGI wrapper adds ``Server``, CORS headers and the access
 log line (with the agent key redacted).
 
-The app is served by ``cheroot.wsgi.Server`` (:class:`Server`).
+The app is served by cheroot behind pgwarden's own network front
+(:mod:`agent_core.server`, :mod:`agent_core.front`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -25,10 +24,6 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 import bottle
 import psycopg2.errors
-from cheroot import errors as cheroot_errors
-from cheroot import server as cheroot_server
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from . import __version__
 from .errors import HTTPError, json_error
@@ -45,12 +40,6 @@ ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
-
-# cheroot keeps only the last of a header sent twice; joined instead ("a, b",
-# as HTTP combines repeated fields), a repeated session or key header is
-# malformed or wrong (406/401) and never silently half-used.
-_JOINED: list[bytes] = cheroot_server.comma_separated_headers  # type: ignore[attr-defined]
-_JOINED.extend(name for name in (b"X-Session", b"X-Pgwarden-Key", b"X-Temboard-Agent-Key") if name not in _JOINED)
 
 
 class Request:
@@ -107,6 +96,8 @@ def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
             data = raw.environ["wsgi.input"].read(limit + 1)
         except ValueError:  # cheroot: a chunk size that is not hexadecimal...
             raise HTTPError(400, "Request body is not valid chunked transfer coding.") from None
+        except OSError:  # cheroot: chunks beyond max_request_body_size (= max_body)
+            raise HTTPError(413, f"Request body too large (limit {limit} bytes).") from None
     else:
         data = raw.body.read(limit + 1)
     if len(data) > limit:
@@ -371,138 +362,3 @@ class Middleware:
                 seen.get("status", "-"),
                 (time.monotonic() - started) * 1000,
             )
-
-
-#: Largest request line plus headers accepted (cheroot's default is no limit:
-#: a client could send gigabytes of headers): 414 or 413 JSON above it.
-MAX_HEADER_BYTES = 64 * 1024
-
-
-class _Request(cheroot_server.HTTPRequest):
-    """cheroot's own error answers (a request it cannot parse, headers too
-    large, plain HTTP on the TLS port) as ``{"error": ...}`` JSON like the
-    app's, instead of text/plain."""
-
-    def simple_response(self, status: Any, msg: Any = "") -> None:
-        status = str(status)
-        if status[:1] not in "45":
-            super().simple_response(status, msg)
-            return
-        if status[:3] in ("413", "414"):
-            self.close_connection = True
-            if self.response_protocol != "HTTP/1.1":  # HTTP/1.0 has neither status
-                status = "400 Bad Request"
-        text = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg)
-        body = json.dumps({"error": text or status[4:]}).encode()
-        head = [f"{self.server.protocol} {status}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
-        head += [f"Server: {SERVER}"] + (["Connection: close"] if self.close_connection else [])
-        try:
-            self.conn.wfile.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
-        except OSError as e:
-            if e.args[0] not in cheroot_errors.socket_errors_to_ignore:
-                raise
-
-
-class _Connection(cheroot_server.HTTPConnection):
-    RequestHandlerClass = _Request
-
-
-def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
-    """cheroot's own messages (TLS handshake failures, dropped clients) go to the
-    log, not to stderr."""
-    log.log(level if traceback else min(level, logging.INFO), "cheroot: %s", msg, exc_info=traceback)
-
-
-class Server:
-    """cheroot serving the app on every ``[agent] address``: one cheroot server
-    per address (cheroot binds one address per server), all sharing the app.
-
-    :meth:`start` binds them all in the caller's thread (errors surface there;
-    nothing stays bound after a failure), then serves each in a thread. With
-    ``port = 0`` the first address picks a free port and the others use the
-    same one."""
-
-    def __init__(self, app: Callable[..., Any], settings: dict[str, Any]):
-        self.app = app
-        self.settings = settings
-        addresses = settings["address"]
-        self.addresses: list[str] = [addresses] if isinstance(addresses, str) else list(addresses)
-        self.tls = bool(settings.get("tls_cert"))
-        self.servers: list[wsgi.Server] = []
-        self._threads: list[threading.Thread] = []
-
-    def _server(self, address: str, port: int) -> wsgi.Server:
-        settings = self.settings
-        server = wsgi.Server(
-            (address, port),
-            self.app,
-            numthreads=settings["threads"],
-            request_queue_size=128,
-            server_name=SERVER,
-            timeout=30,
-            shutdown_timeout=5,
-        )
-        server.error_log = _cheroot_log  # type: ignore[method-assign]
-        server.ConnectionClass = _Connection
-        server.max_request_header_size = MAX_HEADER_BYTES
-        if self.tls:
-            adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
-            verify = settings.get("tls_client_verify", "none")
-            if verify != "none":
-                adapter.context.load_verify_locations(settings["tls_ca"])
-                adapter.context.verify_mode = ssl.CERT_REQUIRED if verify == "required" else ssl.CERT_OPTIONAL
-            server.ssl_adapter = adapter
-        return server
-
-    @property
-    def port(self) -> int:
-        return int(self.servers[0].bind_addr[1]) if self.servers else int(self.settings["port"])
-
-    @property
-    def address(self) -> str:
-        """The first address."""
-        return self.addresses[0]
-
-    @property
-    def urls(self) -> list[str]:
-        """One URL per address, in the configured order."""
-        out = []
-        for server in self.servers:
-            host, port = server.bind_addr[:2]
-            host = f"[{host}]" if ":" in host else host
-            out.append(f"{'https' if self.tls else 'http'}://{host}:{port}")
-        return out
-
-    @property
-    def url(self) -> str:
-        """The URL of the first address."""
-        return self.urls[0]
-
-    def start(self) -> None:
-        """Bind every address, then serve. OSError naming the address when one
-        cannot be bound (the others are released)."""
-        port = int(self.settings["port"])
-        try:
-            for address in self.addresses:
-                server = self._server(address, port)
-                try:
-                    server.prepare()
-                except OSError as e:
-                    host = f"[{address}]" if ":" in address else address
-                    raise OSError(e.errno, f"{host}:{port}: {e.strerror or e}") from None
-                self.servers.append(server)
-                port = int(server.bind_addr[1])
-        except BaseException:
-            self.stop()
-            raise
-        for server in self.servers:
-            thread = threading.Thread(target=server.serve, name="pgwarden-http", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-        for thread in self._threads:
-            thread.join(10)
-        self.servers, self._threads = [], []
