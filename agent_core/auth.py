@@ -80,6 +80,7 @@ import ctypes.util
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
@@ -336,7 +337,7 @@ class Throttle:
                 self._refill(now)
                 if self._tokens < 1:
                     wait = max(wait, (1 - self._tokens) / self._rate)
-        return int(wait) + 1 if wait > 0 else 0
+        return math.ceil(wait) if wait > 0 else 0
 
     def failed(self, username: str, address: str) -> None:
         with self._lock:
