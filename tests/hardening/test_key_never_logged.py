@@ -90,7 +90,7 @@ def test_the_key_never_reaches_the_log_file(agent_process):
     assert "pgwarden.access" in text and "/discover" in text  # the access log is there
     assert "REDACTED" in text
     found = [line for line in text.splitlines() if KEY in line]
-    assert not found, found
+    assert not found, f"{len(found)} log lines hold the key:\n" + "\n".join(found)
     lowered = text.lower()
     assert KEY.lower() not in lowered
     assert not any(encoded(KEY, n).lower() in lowered for n in (1, 2, 3)), "an encoded key in the log"
