@@ -56,7 +56,12 @@ order, cheapest check first (nothing sleeps in a server thread):
      attacker for those tokens and may get 429 until the attack stops.
    * failure counters live in one table of at most :data:`THROTTLE_ENTRIES`
      keys; the least recently used key is forgotten when it is full, never
-     the whole table (a spray of names cannot reset everyone's back-off).
+     the whole table (a spray of names cannot reset everyone's back-off; at
+     the global budget's pace, pushing out a counter the attacker keeps
+     touching takes hours).
+   * a successful login clears the counter it was counted on (the user's,
+     or the user's at that known-good address) and makes its address
+     known-good for the user.
 
 3. At most ``[agent] login_concurrency`` hashes run at a time (default 1:
    on a 2-core box shared with PostgreSQL, at most one core and 16 MiB go to
