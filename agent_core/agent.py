@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
-from . import __version__, openapi
+from . import __version__, openapi, redaction
 from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
@@ -114,6 +114,7 @@ class Agent:
         self.version = __version__
         self.started_at = time.time()
         settings = config.agent
+        redaction.register(settings["key"])  # never in a log line, however a client spells it
         self.store = open_store(config)
         self.postgres = Postgres(config.postgresql)
         self.auth = Auth(
@@ -122,6 +123,8 @@ class Agent:
             settings["key"],
             settings["session_idle"],
             settings["session_lifetime"],
+            login_concurrency=settings["login_concurrency"],
+            login_failures=settings["login_failures"],
         )
         self.scheduler = Scheduler(
             self.store,
@@ -201,8 +204,10 @@ class Agent:
 def login(request: Request) -> dict[str, Any]:
     """POST /login {"username", "password"} -> {"session": "<64 hex>"}.
 
-    200 session created; 400 body not JSON; 406 parameter missing or not a
-    string; 401 wrong credentials; 429 too many failures (Retry-After).
+    200 session created; 400 body not JSON, or user name longer than 64
+    characters (refused before any hash); 406 parameter missing or not a
+    string; 401 wrong credentials; 429 too many failures (Retry-After); 503
+    too many logins at once (Retry-After). See :mod:`agent_core.auth`.
     """
     body = request.json()
     if not isinstance(body, dict):

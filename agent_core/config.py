@@ -170,6 +170,22 @@ def agent_schema() -> SectionSchema:
         Option("users", str, None, "Users file (default: <home>/users)."),
         Option("session_idle", int, 3600, "Seconds of inactivity after which a session ends.", validator=_positive),
         Option("session_lifetime", int, 86400, "Seconds after login after which a session ends.", validator=_positive),
+        Option(
+            "login_concurrency",
+            int,
+            1,
+            "Password hashes computed at once (each takes 16 MiB and a core for about 65 ms); up to 4 more logins"
+            " wait up to 2 s, others get 503.",
+            validator=_positive,
+        ),
+        Option(
+            "login_failures",
+            int,
+            60,
+            "Failed logins per minute for the whole agent; beyond, logins from addresses a user never logged in"
+            " from get 429 until the budget refills.",
+            validator=_positive,
+        ),
         Option("plugins", list, [], "Enabled plugins, by entry-point name."),
         Option("cors_origin", str, "*", "Access-Control-Allow-Origin sent on every response."),
         Option("max_body", int, 102400, "Largest accepted request body, in bytes.", validator=_positive),

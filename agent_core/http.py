@@ -6,7 +6,7 @@ request (deny by default), calls the view and turns its result into JSON.
 Bottle's own errors (404, 405, 413...) and unexpected exceptions are answered
 as ``{"error": ...}`` by :func:`_error_handler`; the traceback goes to the
 log only. A small WSGI wrapper adds ``Server``, CORS headers and the access
-log line (with the agent key redacted).
+log line (with the agent key redacted: :mod:`agent_core.redaction`).
 
 The app is served by cheroot behind pgwarden's own network front
 (:mod:`agent_core.server`, :mod:`agent_core.front`).
@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import bottle
 import psycopg2.errors
@@ -28,6 +28,7 @@ import psycopg2.errors
 from . import __version__
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
+from .redaction import redact_target
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -290,13 +291,12 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     return app
 
 
-def redact(query: str) -> str:
-    """The query string with the agent key's value replaced (names compared
-    decoded: ``%6Bey`` is ``key`` to bottle too)."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(k == "key" for k, _ in pairs):
-        return query
-    return urlencode([(k, "REDACTED" if k == "key" else v) for k, v in pairs])
+def redact(target: str) -> str:
+    """A request target as it may be logged: the values of key-like query and
+    path parameters (any case, percent-encoded names, brackets) and the
+    configured agent key anywhere, in any encoding, replaced
+    (:func:`agent_core.redaction.redact_target`)."""
+    return redact_target(target)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -326,7 +326,8 @@ class Middleware:
                 ("Access-Control-Max-Age", "600"),
             ],
         )
-        access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), loggable(environ.get("PATH_INFO", "")))
+        target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), loggable(redact(target)))
         return []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -352,8 +353,7 @@ class Middleware:
             return self.app(environ, _start)  # type: ignore[no-any-return]
         finally:
             target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-            path, _, query = target.partition("?")
-            path = loggable(path + ("?" + redact(query) if query else ""))
+            path = loggable(redact(target))
             access_log.info(
                 '%s "%s %s" %s %.1fms',
                 environ.get("REMOTE_ADDR", "-"),

@@ -172,10 +172,15 @@ LOGIN = {
     },
     "responses": {
         **ok({"type": "object", "required": ["session"], "properties": {"session": {"type": "string"}}}),
+        "400": {"description": "Body not valid JSON, or 'username' longer than 64 characters (before any hash)."},
         "401": {"description": "Invalid username/password."},
         "406": {"description": "Parameter 'username' or 'password' missing or not a string."},
         "429": {
-            "description": ERRORS[429],
+            "description": ERRORS[429] + " Per user, or the agent's failure budget ([agent] login_failures).",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+        "503": {
+            "description": "Too many logins at once ([agent] login_concurrency): retry after Retry-After seconds.",
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         },
     },

@@ -98,6 +98,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     throttle = report.get("login", {})
     statuses = throttle.get("wrong_password_statuses", [])
     check("login throttling still works (429 after repeated failures)", str(statuses), 429 in statuses)
+    flood = report.get("login_flood")
+    if flood:
+        check("RSS peak under a 16-client login flood <= 100 MB", f"{flood['peak_mb']:.1f} MB", flood["peak_mb"] <= 100)
     p8 = find(report, "GET /profile", 8)
     check(
         "GET /profile (session) at 8 clients, keep-alive, TLS >= 1,500 req/s",

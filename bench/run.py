@@ -24,9 +24,11 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -182,6 +184,38 @@ class Harness:
         right = client.post("/login", body).status
         self.report["login"] = {"wrong_password_statuses": statuses, "right_password_then": right}
         print(f"  throttling: 4 wrong passwords -> {statuses}, then the right one -> {right}", flush=True)
+        self.login_flood(agent)
+
+    def login_flood(self, agent: AgentProcess) -> None:
+        """16 clients, 6 logins each with random user names, all at once: the
+        agent's peak RSS and GET /status latency meanwhile (one client)."""
+        peak = PeakRss(agent)
+        statuses: list[int] = []
+
+        def hammer() -> None:
+            client = agent.client()
+            for _ in range(6):
+                statuses.append(client.post("/login", {"username": secrets.token_hex(6), "password": "x"}).status)
+
+        threads = [threading.Thread(target=hammer) for _ in range(16)]
+        for t in threads:
+            t.start()
+        client, status_ms = agent.client(), []
+        while any(t.is_alive() for t in threads):
+            started = time.perf_counter()
+            client.get("/status")
+            status_ms.append((time.perf_counter() - started) * 1000)
+        for t in threads:
+            t.join()
+        status_ms.sort()
+        flood = {
+            "peak_mb": round(peak.stop(), 1),
+            "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+            "status_p50_ms": round(status_ms[len(status_ms) // 2], 2) if status_ms else None,
+            "status_p95_ms": round(status_ms[int(len(status_ms) * 0.95)], 2) if status_ms else None,
+        }
+        self.report["login_flood"] = flood
+        print(f"  login flood (16 clients x 6, random names): {flood}", flush=True)
 
     def scheduler(self, agent: AgentProcess, session: str) -> None:
         """``pending`` operations far in the future, listed; then ``due``

@@ -1,11 +1,13 @@
 """Login, sessions, the agent key and throttling, over real HTTP."""
 
 import re
+import threading
 import time
 
 import pytest
 
-from agent_core.auth import UsersFile, hash_password, verify_password
+from agent_core.auth import LoginSlots, Throttle, UsersFile, hash_password, verify_password
+from agent_core.errors import HTTPError
 from agent_core.hookspecs import hookimpl
 from agent_core.testing import KEY, PASSWORD, Client
 
@@ -236,3 +238,108 @@ def test_users_file_of_version_0_1_without_roles_still_works(tmp_path):
     assert users.load()["alice"].role == "admin" and users.check("alice", "pw")
     path.write_text(f"alice:root:{hash_password('pw')}\n")  # unknown role: refused, not guessed
     assert users.load() == {} and not users.check("alice", "pw")
+
+
+class FakeClock:
+    """An injected monotonic clock: time moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_counts_per_user_whatever_the_address():
+    clock = FakeClock()
+    throttle = Throttle(failures_per_minute=1000, clock=clock)
+    for i in range(3):
+        assert throttle.retry_after("admin", f"10.0.0.{i}") == 0
+        throttle.failed("admin", f"10.0.0.{i}")
+    assert throttle.retry_after("admin", "10.0.0.99") >= 1  # a new address does not help
+    assert throttle.retry_after("bob", "10.0.0.1") == 0  # another user is not held
+    clock.now += 1.5
+    assert throttle.retry_after("admin", "10.0.0.99") == 0
+    throttle.failed("admin", "10.0.0.99")
+    assert throttle.retry_after("admin", "10.0.0.1") >= 2  # grows
+
+
+def test_throttle_counts_known_good_addresses_apart():
+    clock = FakeClock()
+    throttle = Throttle(failures_per_minute=1000, clock=clock)
+    throttle.succeeded("admin", "192.0.2.7")  # where the real admin logs in
+    for i in range(20):
+        throttle.failed("admin", f"10.0.1.{i}")
+    assert throttle.retry_after("admin", "10.0.1.200") >= 60
+    assert throttle.retry_after("admin", "192.0.2.7") == 0  # not locked out
+    for _ in range(3):  # guessing from the known-good address has its own back-off
+        throttle.failed("admin", "192.0.2.7")
+    assert throttle.retry_after("admin", "192.0.2.7") >= 1
+
+
+def test_global_failure_budget_slows_strangers_not_known_users():
+    clock = FakeClock()
+    throttle = Throttle(failures_per_minute=6, clock=clock)  # one every 10 s
+    throttle.succeeded("alice", "192.0.2.7")
+    for i in range(6):
+        assert throttle.retry_after(f"spray{i}", f"10.0.2.{i}") == 0
+        throttle.failed(f"spray{i}", f"10.0.2.{i}")
+    wait = throttle.retry_after("newcomer", "10.0.3.1")
+    assert 1 <= wait <= 10  # spent: a stranger waits for the next token, not minutes
+    assert throttle.retry_after("alice", "10.0.3.2") >= 1  # alice from a new address too (the trade-off)
+    assert throttle.retry_after("alice", "192.0.2.7") == 0  # alice from her address is never held
+    clock.now += 10
+    assert throttle.retry_after("newcomer", "10.0.3.1") == 0  # refilled: slowed, not locked
+
+
+def test_throttle_table_is_bounded_and_evicts_least_recent_never_everyone():
+    clock = FakeClock()
+    throttle = Throttle(failures_per_minute=10**6, entries=5, clock=clock)
+    for i in range(10):
+        for _ in range(3):
+            throttle.failed(f"user{i}", "10.0.4.1")
+        throttle.succeeded(f"other{i}", f"10.0.5.{i}")
+    assert throttle.size() == (5, 5)
+    for i in range(5, 10):  # the most recent ones are all still held (0.x cleared the whole table)
+        assert throttle.retry_after(f"user{i}", "10.0.4.1") >= 1, i
+    assert throttle.retry_after("user0", "10.0.4.1") == 0  # the least recently used was forgotten
+
+
+def test_login_slots_bound_hashes_and_waiters():
+    """One hashing at a time: a second login waits (here up to 0.2 s), then 503;
+    beyond the waiters allowed, 503 at once (it does not wait for the slot)."""
+    slots = LoginSlots(1, wait=0.2, queue=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with slots.slot():
+            inside.set()
+            release.wait(30)
+
+    def attempt() -> object:
+        try:
+            with slots.slot():
+                return "hashed"
+        except HTTPError as e:
+            assert e.headers == {"Retry-After": "1"}
+            return e.status
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    assert attempt() == 503  # waited its 0.2 s for the held slot
+    release.set()
+    holder.join(30)
+    assert attempt() == "hashed"
+
+    slots = LoginSlots(1, wait=30, queue=0)
+    inside.clear()
+    release.clear()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    timer = threading.Timer(0.5, release.set)  # a login that waited would get the slot then
+    timer.start()
+    assert attempt() == 503  # no room to wait: refused at once
+    holder.join(30)
+    timer.join(30)
