@@ -23,6 +23,7 @@ test: venv
 	$(PY) -m pytest
 	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
 	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
+	$(PY) bench/hostile.py --smoke  # service beside hostile peers, in seconds; asserts no timing
 
 # make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
 # (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)
@@ -43,6 +44,7 @@ typecheck: venv
 
 bench: venv
 	$(PY) bench/run.py --results
+	mkdir -p bench/out && $(PY) bench/hostile.py --json bench/out/hostile.json
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info

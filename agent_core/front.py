@@ -186,18 +186,40 @@ class BufferedInput:
 
 
 class Output:
-    """The ``wfile`` a worker writes a response to: each write must be taken
-    by the client within ``send_timeout`` plus one second per 64 KiB (a
-    client that does not read cannot hold a worker longer)."""
+    """The ``wfile`` a worker writes a response to.
+
+    Writes are gathered and sent by :meth:`flush` (at the end of each
+    request, see :class:`agent_core.server._Connection`, or once 64 KiB are
+    waiting): cheroot writes the status and headers, then each piece of the
+    body, and one send instead of two or more halves the system calls and,
+    under TLS, the records and their encryption for a small JSON answer.
+
+    Each send must be taken by the client within ``send_timeout`` plus one
+    second per 64 KiB: a client that stops reading cannot hold a worker
+    longer."""
 
     MIN_RATE = 64 * 1024
+    FLUSH_AT = 64 * 1024
 
     def __init__(self, sock: socket.socket, send_timeout: float):
         self._sock = sock
         self._send_timeout = send_timeout
+        self._pending: list[bytes] = []
+        self._size = 0
         self.bytes_written = 0
 
     def write(self, data: bytes) -> int:
+        self._pending.append(bytes(data))
+        self._size += len(data)
+        if self._size >= self.FLUSH_AT:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._size = [], 0
         view = memoryview(data)
         deadline = time.monotonic() + self._send_timeout + len(view) / self.MIN_RATE
         while view:
@@ -208,10 +230,10 @@ class Output:
             sent = self._sock.send(view)
             view = view[sent:]
         self.bytes_written += len(data)
-        return len(data)
 
-    def flush(self) -> None:
-        """Writes are not buffered."""
+    def discard(self) -> None:
+        """Forget what was not sent (the connection is closing)."""
+        self._pending, self._size = [], 0
 
     def close(self) -> None:
         """The socket belongs to the connection: nothing to close here."""

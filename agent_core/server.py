@@ -82,8 +82,20 @@ class _Connection(cheroot_server.HTTPConnection):
     peer: Peer
     manager: FrontManager
 
+    def communicate(self) -> bool:
+        """One request; what it wrote goes out in one send at its end (see
+        :class:`~agent_core.front.Output`)."""
+        keep = bool(super().communicate())
+        try:
+            self.wfile.flush()
+        except OSError:  # the client went away or did not read in time
+            return False
+        return keep
+
     def close(self) -> None:
         try:
+            if isinstance(self.wfile, Output):
+                self.wfile.discard()
             super().close()
         finally:
             self.manager.forget(self.peer)
