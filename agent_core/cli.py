@@ -246,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
         description="Validate the config file and the enabled plugins, and connect to the operations "
         "store. Prints every problem as section.key: reason and exits 2, or prints OK and exits 0. "
         "Also warns (on standard error, exit status unchanged) about files other OS users can read: "
-        "a config file holding the key or a password, the users file, the store, the log file.",
+        "a config file holding the key or a password, the users file, the store, the TLS key, the log file.",
     )
     s.set_defaults(func=cmd_check_config)
 

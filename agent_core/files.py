@@ -113,7 +113,7 @@ def warnings(config: Any, raw: Any) -> list[str]:
     """Files of this configuration that other OS users can read or write:
     the config file (when it sets a secret, or when it is writable by
     others), the users file, the SQLite store and its -wal/-shm files, the
-    log file."""
+    TLS private key, the log file."""
     out = []
     if raw.path:
         held = secrets_in(raw, config.schemas.values())
@@ -130,6 +130,11 @@ def warnings(config: Any, raw: Any) -> list[str]:
             reason = exposure(path + suffix, "operations store: sessions, audit log")
             if reason:
                 out.append(reason)
+    tls_key = config.agent.get("tls_key")
+    if tls_key:
+        reason = exposure(tls_key, "TLS private key")
+        if reason:
+            out.append(reason)
     log_file = config.agent.get("log_file")
     if log_file and log_file not in ("stderr", "syslog"):
         reason = exposure(log_file, "log file")

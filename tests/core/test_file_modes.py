@@ -155,7 +155,7 @@ def test_check_config_warns_about_a_readable_config_holding_the_key(tmp_path):
     assert res.returncode == 0 and conf not in res.stderr, res.stderr
 
 
-def test_check_config_warns_about_loose_users_store_and_log_files(tmp_path):
+def test_check_config_warns_about_loose_users_store_tls_key_and_log_files(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     log_file = tmp_path / "pgwarden.log"
@@ -165,12 +165,16 @@ def test_check_config_warns_about_loose_users_store_and_log_files(tmp_path):
         [agent]
         home = {home}
         log_file = {log_file}
+        address = 127.0.0.1
+        tls_cert = {tmp_path / "server.pem"}
+        tls_key = {tmp_path / "server.key"}
         [postgresql]
         port = 1
         """,
     )
     # files left by an older version, or copied with cp: world-readable
-    for path in (home / "users", home / "pgwarden.db", log_file):
+    (tmp_path / "server.pem").touch()
+    for path in (home / "users", home / "pgwarden.db", log_file, tmp_path / "server.key"):
         path.touch()
         os.chmod(path, 0o644)
     os.chmod(home / "users", 0o666)
@@ -184,6 +188,8 @@ def test_check_config_warns_about_loose_users_store_and_log_files(tmp_path):
             f"warning: {home / 'pgwarden.db'} (operations store: sessions, audit log) has mode 0644:"
             f" readable by every user; chmod 600 {home / 'pgwarden.db'}",
             f"warning: {log_file} (log file) has mode 0644: readable by every user; chmod 600 {log_file}",
+            f"warning: {tmp_path / 'server.key'} (TLS private key) has mode 0644: readable by every user;"
+            f" chmod 600 {tmp_path / 'server.key'}",
         ]
     ), res.stderr
     assert f"{conf} (config file)" not in res.stderr, "no secret in it: a readable config is fine"
