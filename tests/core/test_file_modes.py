@@ -50,10 +50,11 @@ def write(path, text, file_mode=0o644) -> str:
     return str(path)
 
 
-@pytest.fixture
-def serve(tmp_path, pg_cluster):
-    """``pgwarden serve`` under umask 022 with a home and a log directory it
-    must create or fill itself; yields (base URL, home, log file)."""
+@pytest.fixture(params=[LOOSE_UMASK, 0o000], ids=["umask022", "umask000"])
+def serve(request, tmp_path, pg_cluster):
+    """``pgwarden serve`` under umask 022 (the usual one) or 000 with a home
+    and a log directory it must create or fill itself; yields (base URL,
+    home, log file, config file)."""
     port = free_port()
     home = tmp_path / "state" / "home"  # neither exists yet
     log_file = tmp_path / "logs" / "pgwarden.log"
@@ -81,7 +82,7 @@ def serve(tmp_path, pg_cluster):
         stderr=subprocess.PIPE,
         text=True,
         env=env(),
-        umask=LOOSE_UMASK,
+        umask=request.param,
     )
     try:
         line = proc.stdout.readline()
@@ -101,7 +102,7 @@ def login(url: str) -> None:
         assert res.status == 200
 
 
-def test_store_wal_shm_log_and_directories_private_under_umask_022(serve, tmp_path):
+def test_store_wal_shm_log_and_directories_private_whatever_the_umask(serve):
     url, home, log_file, conf = serve
     login(url)  # a session written: the WAL and its index exist
     store = home / "pgwarden.db"
