@@ -78,11 +78,11 @@ def _load_raw(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .agent import Agent
-    from .files import warnings
+    from .files import exposed_files
 
     config, plugins, raw = _load_raw(args)
     _setup_logging(config.agent["log_level"], config.agent["log_file"])
-    for warning in warnings(config, raw):
+    for warning in exposed_files(config, raw):
         log.warning("%s", warning)
     agent = Agent(config, plugins)
     stop = threading.Event()
@@ -106,11 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .agent import open_store
-    from .files import warnings
+    from .files import exposed_files
 
     config, plugins, raw = _load_raw(args)
     open_store(config, connect=True).dispose()
-    for warning in warnings(config, raw):  # printed; the exit status stays 0
+    for warning in exposed_files(config, raw):  # printed; the exit status stays 0
         print(f"warning: {warning}", file=sys.stderr)
     from .postgres import check
 

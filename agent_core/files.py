@@ -9,9 +9,9 @@ can only take bits away); SQLite creates the store's ``-wal`` and ``-shm``
 files itself with the main file's permissions, so creating the main file
 0600 first is enough for the three.
 
-:func:`warnings` lists the existing files whose modes let other OS users read
-them; ``pgwarden check-config`` prints them and ``pgwarden serve`` logs them
-at start-up. They never fail either command: a mode is the operator's call
+:func:`exposed_files` lists the existing files whose modes let other OS
+users read them; ``pgwarden check-config`` prints them and ``pgwarden
+serve`` logs them at start-up. They never fail either command: a mode is the operator's call
 (a log shipper in the agent's group, a config file managed by root), and a
 warning that stopped the agent would do more harm than the exposure it
 names.
@@ -109,7 +109,7 @@ def secrets_in(raw: Any, schemas: Iterable[Any]) -> list[str]:
     return found
 
 
-def warnings(config: Any, raw: Any) -> list[str]:
+def exposed_files(config: Any, raw: Any) -> list[str]:
     """Files of this configuration that other OS users can read or write:
     the config file (when it sets a secret, or when it is writable by
     others), the users file, the SQLite store and its -wal/-shm files, the
