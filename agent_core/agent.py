@@ -232,16 +232,35 @@ def profile(request: Request) -> dict[str, Any]:
     return {"username": request.username, "role": request.role}
 
 
+#: The user name a read user sees in place of another user's (never a valid user name).
+HIDDEN_USER = "(hidden)"
+
+
+def sees_details(request: Request) -> bool:
+    """Whether the client is shown the instance's details: the data directory
+    in GET /discover, other users' names in GET /notifications. Users of the
+    ``admin`` role and the agent key (temboard registers an agent with
+    GET /discover and the key alone, and keeps ``pg_data``) always; users of
+    the ``read`` role only with ``[agent] read_role_sees_details``."""
+    return request.role == "admin" or request.auth == "key" or request.agent.config.agent["read_role_sees_details"]
+
+
 def notifications(request: Request) -> list[dict[str, str]]:
     """GET /notifications -> [{"date": "YYYY-MM-DDTHH:MM:SS", "username", "message"}, ...]
 
     The audit log, newest first (dates in UTC): logins, logouts and what
     plugins record with :meth:`Agent.notify` (backends terminated,
     operations scheduled and canceled). Session or agent key (the temboard
-    UI sends both), ``read`` permission. 200; 401 invalid session or key;
-    406 ``X-Session`` malformed.
+    UI sends both), ``read`` permission. A user of the ``read`` role sees
+    other requesters as ``(hidden)`` unless ``[agent] read_role_sees_details``.
+    200; 401 invalid session or key; 406 ``X-Session`` malformed.
     """
-    return list_notifications(request.agent.store)
+    entries = list_notifications(request.agent.store)
+    if not sees_details(request):
+        for entry in entries:
+            if entry["username"] != request.requester:
+                entry["username"] = HIDDEN_USER
+    return entries
 
 
 NOTIFICATIONS_OPENAPI = {
@@ -253,7 +272,11 @@ NOTIFICATIONS_OPENAPI = {
                 "required": ["date", "username", "message"],
                 "properties": {
                     "date": {"type": "string", "description": "UTC, YYYY-MM-DDTHH:MM:SS"},
-                    "username": {"type": "string", "description": "the session's user, or key"},
+                    "username": {
+                        "type": "string",
+                        "description": "the session's user, or key; (hidden) for another requester"
+                        " when a read user asks, unless [agent] read_role_sees_details",
+                    },
                     "message": {"type": "string"},
                 },
             },
@@ -275,7 +298,9 @@ def discover(request: Request) -> dict[str, Any]:
     ``pg_local_reason`` why (see :meth:`Postgres.locality`). When it does not
     (a managed database, another machine), ``cpu`` and ``memory_size`` are
     null (they would describe the agent's host, not the database's) and so are
-    the per-process metrics of plugins.
+    the per-process metrics of plugins. ``pg_data`` is null for a user of the
+    ``read`` role unless ``[agent] read_role_sees_details`` (and for a role
+    PostgreSQL does not show ``data_directory`` to).
     """
     agent = request.agent
     rows = agent.postgres.query(
@@ -300,7 +325,7 @@ def discover(request: Request) -> dict[str, Any]:
         "pg_version": pg["version"],
         "pg_version_num": pg["num"],
         "pg_version_summary": pg["summary"],
-        "pg_data": pg["data"],
+        "pg_data": pg["data"] if sees_details(request) else None,
         "pg_block_size": pg["block_size"],
         "instance": agent.config.postgresql["instance"],
         "plugins": agent.plugin_names,

@@ -101,6 +101,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import HTTPError, MalformedParameter
+from .files import private_dirs
 from .hookspecs import ROLES
 from .store import Store, now, sessions
 
@@ -229,7 +230,7 @@ class UsersFile:
 
     def save(self, users: dict[str, User]) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        private_dirs(directory)  # 0700 when created; the file itself is 0600 (mkstemp)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users.")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

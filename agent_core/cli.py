@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_CONFIG, RawConfig
 from .errors import ConfigError, PgwardenError, StartupError
+from .files import private_opener
 from .hookspecs import ROLES
 
 log = logging.getLogger("pgwarden")
@@ -37,6 +38,14 @@ def _config_path(args: argparse.Namespace) -> str:
     return args.config or os.environ.get("PGWARDEN_CONFIG") or DEFAULT_CONFIG
 
 
+class PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """A log file created 0600 whatever the umask, also when it is created
+    again after a rotation (an existing file keeps its mode)."""
+
+    def _open(self) -> Any:
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=private_opener)
+
+
 def _setup_logging(level: str, destination: str) -> None:
     handler: logging.Handler
     if destination == "stderr":
@@ -44,7 +53,7 @@ def _setup_logging(level: str, destination: str) -> None:
     elif destination == "syslog":
         handler = logging.handlers.SysLogHandler(address="/dev/log")
     else:
-        handler = logging.handlers.WatchedFileHandler(destination)
+        handler = PrivateFileHandler(destination)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -58,11 +67,23 @@ def _load(args: argparse.Namespace) -> Any:
     return load(RawConfig.read(_config_path(args)))
 
 
+def _load_raw(args: argparse.Namespace) -> Any:
+    """(config, plugins, raw): :func:`_load` and the file as read."""
+    from .agent import load
+
+    raw = RawConfig.read(_config_path(args))
+    config, plugins = load(raw)
+    return config, plugins, raw
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .agent import Agent
+    from .files import exposed_files
 
-    config, plugins = _load(args)
+    config, plugins, raw = _load_raw(args)
     _setup_logging(config.agent["log_level"], config.agent["log_file"])
+    for warning in exposed_files(config, raw):
+        log.warning("%s", warning)
     agent = Agent(config, plugins)
     stop = threading.Event()
 
@@ -85,9 +106,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .agent import open_store
+    from .files import exposed_files
 
-    config, plugins = _load(args)
+    config, plugins, raw = _load_raw(args)
     open_store(config, connect=True).dispose()
+    for warning in exposed_files(config, raw):  # printed; the exit status stays 0
+        print(f"warning: {warning}", file=sys.stderr)
     from .postgres import check
 
     unreachable = check(config.postgresql)  # ConfigError when the server refuses the settings
@@ -220,7 +244,9 @@ def parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate the config file and plugins, then exit",
         description="Validate the config file and the enabled plugins, and connect to the operations "
-        "store. Prints every problem as section.key: reason and exits 2, or prints OK and exits 0.",
+        "store. Prints every problem as section.key: reason and exits 2, or prints OK and exits 0. "
+        "Also warns (on standard error, exit status unchanged) about files other OS users can read: "
+        "a config file holding the key or a password, the users file, the store, the TLS key, the log file.",
     )
     s.set_defaults(func=cmd_check_config)
 

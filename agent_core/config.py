@@ -167,6 +167,13 @@ def agent_schema() -> SectionSchema:
             False,
             "Let the agent key call write routes (kill, schedule, cancel) that accept it; off: the key is read-only.",
         ),
+        Option(
+            "read_role_sees_details",
+            bool,
+            False,
+            "Show users of the read role the data directory (GET /discover pg_data) and other users' names"
+            " (GET /notifications); off: null and (hidden).",
+        ),
         Option("users", str, None, "Users file (default: <home>/users)."),
         Option("session_idle", int, 3600, "Seconds of inactivity after which a session ends.", validator=_positive),
         Option("session_lifetime", int, 86400, "Seconds after login after which a session ends.", validator=_positive),

@@ -221,7 +221,12 @@ DISCOVER = {
                     "pg_version": _STRING,
                     "pg_version_num": _INT,
                     "pg_version_summary": _STRING,
-                    "pg_data": {"type": "string", "nullable": True},
+                    "pg_data": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "The data directory; null for a read user unless"
+                        " [agent] read_role_sees_details, or when PostgreSQL hides it from the agent's role.",
+                    },
                     "pg_block_size": _INT,
                     "instance": {"type": "string", "nullable": True},
                     "plugins": {"type": "array", "items": _STRING},
@@ -237,5 +242,9 @@ OPENAPI = {"responses": ok({"type": "object", "required": ["openapi", "paths"]},
 
 def view(request: Any) -> dict[str, Any]:
     """GET /openapi.json: the OpenAPI 3.0 document of every route of the core
-    and the enabled plugins (session or key). 200; 401; 406."""
+    and the enabled plugins (session or key). 200; 401; 406.
+
+    The same document for every client, read users included: it is made
+    from the code and the enabled plugins' names (which GET /discover shows
+    too), never from the instance's data, users or configuration values."""
     return document(request.raw.app.config["pgwarden.routes"], request.agent.plugin_names)

@@ -1,6 +1,7 @@
 """The operations store: a SQLAlchemy engine and the core's tables.
 
-Default: a SQLite file in ``[agent] home``; any SQLAlchemy URL works
+Default: a SQLite file in ``[agent] home``, created 0600 with its -wal and
+-shm files (the directory 0700); any SQLAlchemy URL works
 (``postgresql+psycopg2://...`` is tested too). Plugins add their own tables
 through ``agent_db_metadata``; the core creates them with its own.
 """
@@ -8,7 +9,6 @@ through ``agent_db_metadata``; the core creates them with its own.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from .errors import HTTPError, first_line
+from .files import create_private
 
 log = logging.getLogger("pgwarden.store")
 
@@ -167,7 +168,9 @@ class Store:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                # 0600 (directories 0700) whatever the umask; SQLite gives the
+                # -wal and -shm files it creates the main file's mode
+                create_private(path)
             self.engine = sa.create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},

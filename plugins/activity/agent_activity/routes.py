@@ -1,7 +1,10 @@
 """HTTP views of the activity plugin (contract: ``api/activity-api.txt``).
 
 The three listings accept the agent key; kill needs a session. Every error is
-answered ``{"error": ...}`` by the core.
+answered ``{"error": ...}`` by the core. The listings show the query text of
+sessions to ``admin`` clients only, and to ``read`` clients (read users, the
+read-only agent key) with ``[activity] read_role_sees_queries``: otherwise
+``query`` is null (the field stays).
 """
 
 from __future__ import annotations
@@ -28,30 +31,41 @@ def _limit(request: Request) -> int | None:
     return int(text)
 
 
+def _listing(request: Request) -> tuple[service.Activity, bool]:
+    """The plugin's service and whether this client sees query texts."""
+    instance = service.get(request.agent)
+    return instance, instance.sees_queries(request.role)
+
+
 def activity(request: Request) -> dict[str, Any]:
     """GET /activity[?limit=N] -> {"rows": [...]}
 
     One row per client backend of the instance except the agent's own
     connections, longest running first, at most ``limit`` rows (default
     ``[activity] limit``); idle sessions unless ``[activity] show_idle = no``.
+    ``query`` is null for a ``read`` client unless ``[activity]
+    read_role_sees_queries``.
 
     200 rows; 401 invalid session or key; 406 ``X-Session`` or ``limit``
     malformed; 501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
     """
     limit = _limit(request)
-    return {"rows": service.get(request.agent).activity(limit)}
+    instance, queries = _listing(request)
+    return {"rows": instance.activity(limit, queries)}
 
 
 def waiting(request: Request) -> dict[str, Any]:
     """GET /activity/waiting -> {"rows": [...]}
 
     Backends waiting for a lock, with ``relation``, ``type``, ``mode`` of the
-    lock they want, ``blocked_by`` and ``root_blockers``.
+    lock they want, ``blocked_by`` and ``root_blockers``; ``query`` as in
+    GET /activity.
 
     200 rows; 401 invalid session or key; 406 ``X-Session`` malformed;
     501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
     """
-    return {"rows": service.get(request.agent).waiting()}
+    instance, queries = _listing(request)
+    return {"rows": instance.waiting(queries)}
 
 
 def blocking(request: Request) -> dict[str, Any]:
@@ -59,12 +73,13 @@ def blocking(request: Request) -> dict[str, Any]:
 
     Backends holding a lock that others wait for, root blockers first, with
     ``relation``, ``type``, ``mode`` of the lock held, ``blocks``,
-    ``blocked_by`` and ``root``.
+    ``blocked_by`` and ``root``; ``query`` as in GET /activity.
 
     200 rows; 401 invalid session or key; 406 ``X-Session`` malformed;
     501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
     """
-    return {"rows": service.get(request.agent).blocking()}
+    instance, queries = _listing(request)
+    return {"rows": instance.blocking(queries)}
 
 
 def kill(request: Request) -> dict[str, Any]:
@@ -114,7 +129,12 @@ ROW = {
     "wait": {"type": "string", "enum": ["Y", "N"]},
     "duration": _NUM0,
     "state": _STR0,
-    "query": _STR0,
+    "query": {
+        "type": "string",
+        "nullable": True,
+        "description": "Null when PostgreSQL hides it from the agent's role, or for a read client"
+        " (read user, read-only agent key) unless [activity] read_role_sees_queries.",
+    },
 }
 LOCK = {"relation": {"type": "string"}, "type": _STR0, "mode": _STR0}
 

@@ -87,6 +87,7 @@ class Activity:
         self.limit: int = settings["limit"]
         self.show_idle: bool = settings["show_idle"]
         self.kill_wait: float = settings["kill_wait"]
+        self.read_role_sees_queries: bool = settings["read_role_sees_queries"]
         timeout = agent.config.postgresql["statement_timeout"]
         if self.kill_wait >= timeout:
             raise StartupError(
@@ -149,18 +150,28 @@ class Activity:
             "query": decode(r["query"], encoding),
         }
 
-    def with_metrics(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows with their processes' metrics (null when PostgreSQL is remote:
-        its pids are not processes of this host)."""
-        metrics = self.sampler.latest(r["pid"] for r in rows) if self._local() else {}
-        return [self.row(r, metrics.get(r["pid"], UNKNOWN)) for r in rows]
+    def sees_queries(self, role: Optional[str]) -> bool:
+        """Whether a client of ``role`` is shown the query text of sessions:
+        ``admin`` always, ``read`` only with ``[activity] read_role_sees_queries``."""
+        return role == "admin" or self.read_role_sees_queries
 
-    def activity(self, limit: Optional[int] = None) -> list[dict[str, Any]]:
-        """Client backends but the agent's own, longest running first."""
+    def with_metrics(self, rows: list[dict[str, Any]], queries: bool = True) -> list[dict[str, Any]]:
+        """Rows with their processes' metrics (null when PostgreSQL is remote:
+        its pids are not processes of this host); ``query`` null unless ``queries``."""
+        metrics = self.sampler.latest(r["pid"] for r in rows) if self._local() else {}
+        out = [self.row(r, metrics.get(r["pid"], UNKNOWN)) for r in rows]
+        if not queries:
+            for row in out:
+                row["query"] = None
+        return out
+
+    def activity(self, limit: Optional[int] = None, queries: bool = True) -> list[dict[str, Any]]:
+        """Client backends but the agent's own, longest running first
+        (``query`` null unless ``queries``)."""
         with self.cursor() as (cur, q):
             cur.execute(q.backends, {"own": self.own_pids(), "idle": self.show_idle, "limit": limit or self.limit})
             rows = cur.fetchall()
-        return self.with_metrics(rows)
+        return self.with_metrics(rows, queries)
 
     # -- locks ----------------------------------------------------------------
 
@@ -229,9 +240,10 @@ class Activity:
             return ""
         return names.get((lock["lock_database"], lock["lock_relation"]), str(lock["lock_relation"]))
 
-    def waiting(self) -> list[dict[str, Any]]:
+    def waiting(self, queries: bool = True) -> list[dict[str, Any]]:
         """Backends waiting for a lock, with the lock they want, who blocks
-        them directly (``blocked_by``) and at the root (``root_blockers``)."""
+        them directly (``blocked_by``) and at the root (``root_blockers``)
+        (``query`` null unless ``queries``)."""
         own = set(self.own_pids())
         with self.cursor() as (cur, q):
             waits = self._waits(cur, q)
@@ -239,7 +251,7 @@ class Activity:
             rows = [w for w in waits if w["pid"] not in own]
             names = self._relation_names(cur, q, rows)
         out = []
-        for w, row in zip(rows, self.with_metrics(rows)):
+        for w, row in zip(rows, self.with_metrics(rows, queries)):
             row.update(
                 relation=self._relation(w, names),
                 type=decode(w["lock_type"]),
@@ -250,12 +262,12 @@ class Activity:
             out.append(row)
         return out
 
-    def blocking(self) -> list[dict[str, Any]]:
+    def blocking(self, queries: bool = True) -> list[dict[str, Any]]:
         """Backends holding a lock others wait for: root blockers first, then
         longest running. ``relation``/``type``/``mode`` describe the lock it
         holds that its longest-running waiter wants; ``blocks`` and
         ``blocked_by`` are the direct edges of the wait graph; ``root`` is true
-        for a blocker that waits for nobody."""
+        for a blocker that waits for nobody. ``query`` null unless ``queries``."""
         own = set(self.own_pids())
         with self.cursor() as (cur, q):
             waits = self._waits(cur, q)
@@ -278,7 +290,7 @@ class Activity:
                     held.setdefault(lock["pid"], lock)
             names = self._relation_names(cur, q, held.values())
         out = []
-        for r, row in zip(rows, self.with_metrics(rows)):
+        for r, row in zip(rows, self.with_metrics(rows, queries)):
             lock = held.get(r["pid"])
             row.update(
                 relation=self._relation(lock, names),

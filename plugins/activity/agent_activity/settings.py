@@ -21,4 +21,11 @@ OPTIONS = (
         "Seconds POST /activity/kill waits for a terminated backend to exit (PostgreSQL 14+; 0: do not wait).",
         minimum=0,
     ),
+    Option(
+        "read_role_sees_queries",
+        bool,
+        False,
+        "Show the query text of sessions to read clients (read users, the read-only agent key);"
+        " off: their rows carry query null, as pg_stat_activity does for unprivileged roles.",
+    ),
 )
