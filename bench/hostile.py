@@ -105,7 +105,8 @@ def main() -> int:
     finally:
         cluster.destroy()
     quiet_p99 = results["quiet"]["p99"] or 0
-    print(f"{'situation':<12} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} ratio")
+    columns = ("requests", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    print(f"{'situation':<12} " + " ".join(f"{c:>8}" for c in columns) + " ratio")
     for name in ("quiet", "crowd150", "crowd2000"):
         r = results[name]
         ratio = (r["p99"] / quiet_p99) if quiet_p99 and r["p99"] else float("nan")
