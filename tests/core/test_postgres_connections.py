@@ -80,6 +80,7 @@ def test_wrong_password_is_a_503_naming_the_cause_never_the_password(
 def run_check_config(tmp_path, postgresql: str) -> subprocess.CompletedProcess[str]:
     conf = tmp_path / "pgwarden.conf"
     conf.write_text(f"[agent]\nhome = {tmp_path}\n[postgresql]\n" + textwrap.dedent(postgresql))
+    conf.chmod(0o600)  # it holds a password: a looser mode is warned about (test_file_modes.py)
     return subprocess.run(
         [sys.executable, "-m", "agent_core.cli", "-c", str(conf), "check-config"],
         capture_output=True,
