@@ -44,7 +44,6 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import os
-import ssl
 import threading
 import time
 import uuid
@@ -76,6 +75,7 @@ __all__ = [
     "wait_for",
 ]
 from .config import RawConfig
+from .peers import client_context
 
 PASSWORD = "correct horse battery staple"
 KEY = "0123456789abcdef-test-key"
@@ -117,11 +117,8 @@ class Client:
     ) -> Response:
         parts = urlsplit(self.base_url)
         if parts.scheme == "https":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname or "127.0.0.1", parts.port, timeout=self.timeout, context=ctx
+                parts.hostname or "127.0.0.1", parts.port, timeout=self.timeout, context=client_context()
             )
         else:
             conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=self.timeout)
