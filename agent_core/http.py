@@ -30,7 +30,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from . import __version__
+from . import __version__, paging
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
 
@@ -351,8 +351,13 @@ class Middleware:
             headers.append(("Server", SERVER))
             if "access-control-allow-origin" not in names:
                 headers.append(("Access-Control-Allow-Origin", self.cors_origin))
+            exposed = []
             if "age" in names:  # how old a reused figure is (maintenance reads): readable by browser clients
-                headers.append(("Access-Control-Expose-Headers", "Age"))
+                exposed.append("Age")
+            # a paginated listing's next page (agent_core.paging): readable by browser clients
+            exposed += [h for h in paging.HEADERS if h.lower() in names]
+            if exposed:
+                headers.append(("Access-Control-Expose-Headers", ", ".join(exposed)))
             if "content-type" not in names and not status.startswith(("204", "304")):
                 headers.append(("Content-Type", "application/json"))
             return start_response(status, headers, exc_info)

@@ -21,4 +21,25 @@ OPTIONS = (
         "Seconds POST /activity/kill waits for a terminated backend to exit (PostgreSQL 14+; 0: do not wait).",
         minimum=0,
     ),
+    Option(
+        "kill_max_pids",
+        int,
+        1000,
+        "Pids one POST /activity/kill may name; more is answered 400 before anything is signalled.",
+        minimum=1,
+    ),
+    Option(
+        "kills_max",
+        int,
+        100000,
+        "Rows of the kill log (activity_kills) kept at most; each kill request deletes the oldest beyond.",
+        minimum=1,
+    ),
+    Option(
+        "kills_max_age",
+        int,
+        90 * 86400,
+        "Seconds a row of the kill log is kept; each kill request deletes older ones.",
+        minimum=1,
+    ),
 )
