@@ -352,13 +352,14 @@ class Activity:
         killed = [r["pid"] for r in results if r["killed"]]
         try:
             record_results(store, requested_by, stamp, results)
-        except HTTPError as e:  # the store failed: say what was done all the same
+        except Exception as e:  # the store failed: say what was done all the same, in a short line
+            cause = e.message if isinstance(e, HTTPError) else first_line(e)
             shown = ", ".join(map(str, killed[:20])) + (f" and {len(killed) - 20} more" if len(killed) > 20 else "")
-            log.error("kill by %s: %d terminated, results not recorded: %s", requested_by, len(killed), e.message)
+            log.error("kill by %s: %d terminated, results not recorded: %s", requested_by, len(killed), cause[:500])
             raise HTTPError(
                 503,
                 f"{len(killed)} of {len(results)} backends terminated ({shown or 'none'}), but the results"
-                f" could not be recorded in activity_kills (rows left as requested): {e.message}",
+                f" could not be recorded in activity_kills (rows left as requested): {cause[:500]}",
             ) from None
         for r in results:
             if r["killed"]:
