@@ -19,8 +19,11 @@ Plugins receive the :class:`Agent` in their hooks and use:
     operation scheduled or canceled), with ``request.requester`` as
     ``username`` and a short English sentence as ``message``, such as
     ``"Backend 4242 terminated"``. The core records logins and logouts
-    itself. The newest ``[agent] notifications_max`` entries are kept. It
-    never raises: a store failure is logged, the action stands.
+    itself. The newest ``[agent] notifications_max`` entries are kept, none
+    older than ``[agent] notifications_max_age`` seconds. It never raises: a
+    store failure is logged, the action stands.
+``agent.notify_many(username, messages)``
+    The same for several entries, in one write (a kill of many backends).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
-from . import __version__, openapi, redaction
+from . import __version__, openapi, paging, redaction
 from .auth import Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
@@ -45,7 +48,7 @@ from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
 from .scheduler import Scheduler
 from .server import Server
-from .store import Store, add_notification, list_notifications
+from .store import Store, add_notifications, list_notifications
 
 log = logging.getLogger("pgwarden")
 
@@ -132,6 +135,8 @@ class Agent:
             workers=settings["scheduler_workers"],
             grace=settings["scheduler_grace"],
             retention=settings["scheduler_retention"],
+            retention_count=settings["scheduler_retention_count"],
+            pending_max=settings["scheduler_pending_max"],
         )
         self.server: Server | None = None
         self.app: Any = None
@@ -180,10 +185,18 @@ class Agent:
 
     def notify(self, username: str, message: str) -> None:
         """Record an audit log entry (``GET /notifications``); never raises."""
+        self.notify_many(username, [message])
+
+    def notify_many(self, username: str, messages: list[str]) -> None:
+        """Record audit log entries in one write; never raises (a failure is logged, in one short line)."""
+        settings = self.config.agent
         try:
-            add_notification(self.store, username, message, self.config.agent["notifications_max"])
-        except Exception:
-            log.exception("could not record the notification %r of %r", message, username)
+            add_notifications(
+                self.store, username, messages, settings["notifications_max"], settings["notifications_max_age"]
+            )
+        except Exception as e:
+            what = f"the notification {messages[0][:200]!r}" if len(messages) == 1 else f"{len(messages)} notifications"
+            log.error("could not record %s of %r: %s", what, username, first_line(e))
 
     def stop(self) -> None:
         """Stop accepting requests, stop the scheduler, run shutdown hooks."""
@@ -245,22 +258,31 @@ def sees_details(request: Request) -> bool:
     return request.role == "admin" or request.auth == "key" or request.agent.config.agent["read_role_sees_details"]
 
 
-def notifications(request: Request) -> list[dict[str, str]]:
-    """GET /notifications -> [{"date": "YYYY-MM-DDTHH:MM:SS", "username", "message"}, ...]
+def notifications(request: Request) -> Any:
+    """GET /notifications[?limit=N&cursor=C] -> [{"date": "YYYY-MM-DDTHH:MM:SS", "username", "message"}, ...]
 
     The audit log, newest first (dates in UTC): logins, logouts and what
     plugins record with :meth:`Agent.notify` (backends terminated,
     operations scheduled and canceled). Session or agent key (the temboard
     UI sends both), ``read`` permission. A user of the ``read`` role sees
     other requesters as ``(hidden)`` unless ``[agent] read_role_sees_details``.
-    200; 401 invalid session or key; 406 ``X-Session`` malformed.
+    Paginated (see :mod:`agent_core.paging`): at most ``limit`` entries
+    (default ``[agent] listing_limit_default``); ``X-Next-Cursor`` and
+    ``Link: <...>; rel="next"`` when there are more. 200; 400 ``limit`` or
+    ``cursor`` malformed; 401 invalid session or key; 406 ``X-Session`` malformed.
     """
-    entries = list_notifications(request.agent.store)
+    page = paging.page(request)
+    before = None
+    if page.cursor is not None:
+        if not page.cursor.isdigit() or len(page.cursor) > 18:
+            raise paging.bad_cursor()
+        before = int(page.cursor)
+    entries, next_id = list_notifications(request.agent.store, page.limit, before)
     if not sees_details(request):
         for entry in entries:
             if entry["username"] != request.requester:
                 entry["username"] = HIDDEN_USER
-    return entries
+    return paging.answer(request, entries, page.limit, None if next_id is None else str(next_id))
 
 
 NOTIFICATIONS_OPENAPI = {
@@ -284,6 +306,7 @@ NOTIFICATIONS_OPENAPI = {
         "The audit log, newest first.",
     )
 }
+NOTIFICATIONS_OPENAPI = paging.openapi(NOTIFICATIONS_OPENAPI)
 
 
 def status(request: Request) -> dict[str, Any]:

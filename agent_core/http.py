@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import bottle
 import psycopg2.errors
 
-from . import __version__
+from . import __version__, paging
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
 from .redaction import redact_target
@@ -343,8 +343,13 @@ class Middleware:
             headers.append(("Server", SERVER))
             if "access-control-allow-origin" not in names:
                 headers.append(("Access-Control-Allow-Origin", self.cors_origin))
+            exposed = []
             if "age" in names:  # how old a reused figure is (maintenance reads): readable by browser clients
-                headers.append(("Access-Control-Expose-Headers", "Age"))
+                exposed.append("Age")
+            # a paginated listing's next page (agent_core.paging): readable by browser clients
+            exposed += [h for h in paging.HEADERS if h.lower() in names]
+            if exposed:
+                headers.append(("Access-Control-Expose-Headers", ", ".join(exposed)))
             if "content-type" not in names and not status.startswith(("204", "304")):
                 headers.append(("Content-Type", "application/json"))
             return start_response(status, headers, exc_info)

@@ -17,8 +17,14 @@ in worker threads, at most ``[agent] scheduler_workers`` at a time.
 At start-up, operations found ``doing`` end ``aborted`` (their task's
 ``abort`` hook runs first), and ``todo`` ones that fell due more than
 ``scheduler_grace`` seconds ago end ``aborted`` with the reason; the others
-run. Finished operations are deleted ``scheduler_retention`` seconds after
-they ended.
+run.
+
+Bounds (enforced as rows are written, not by a job that could fall behind):
+at most ``scheduler_pending_max`` operations wait to run (``todo``); one more
+is refused with 429 and nothing is written. When an operation finishes, the
+same transaction deletes the finished ones beyond the newest
+``scheduler_retention_count`` and those that ended more than
+``scheduler_retention`` seconds ago (also checked once a minute).
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .errors import Conflict, NotFound, first_line
-from .store import Store, StoreUnavailable, now, operations
+from .errors import Conflict, HTTPError, NotFound, first_line
+from .store import Store, StoreUnavailable, UTCDateTime, now, operations
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -46,6 +52,42 @@ STATUSES = ("todo", "doing", "done", "failed", "canceled", "aborted")
 FINISHED = ("done", "failed", "canceled", "aborted")
 _FILTERS = ("task", "dbname", "schema", "table", "index", "status")
 NOTICE_SAVE_INTERVAL = 1.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class TooManyPending(HTTPError):
+    """429: ``scheduler_pending_max`` operations already wait to run."""
+
+    def __init__(self, maximum: int):
+        super().__init__(
+            429,
+            f"Too many operations waiting to run: {maximum} ([agent] scheduler_pending_max);"
+            " cancel some or wait for them to run.",
+            {"Retry-After": "60"},
+        )
+
+
+def _micros(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_cursor(op: Operation) -> str:
+    """The position after ``op`` in the listings' order (scheduled time, creation time, id)."""
+    return f"{_micros(op.scheduled_at)}.{_micros(op.created_at)}.{op.id}"
+
+
+def decode_cursor(text: str) -> tuple[datetime, datetime, str]:
+    """ValueError unless ``text`` is what :func:`encode_cursor` gives."""
+    scheduled, created, op_id = text.split(".")
+    if not (scheduled.isdigit() and created.isdigit() and len(op_id) == 8):
+        raise ValueError(text)
+    int(op_id, 16)
+    return (
+        _EPOCH + timedelta(microseconds=int(scheduled)),
+        _EPOCH + timedelta(microseconds=int(created)),
+        op_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +205,8 @@ class Scheduler:
         workers: int = 2,
         grace: float = 300,
         retention: float = 7 * 86400,
+        retention_count: int = 1000,
+        pending_max: int = 1000,
         stop_timeout: float = 5.0,
     ):
         self.store = store
@@ -170,6 +214,10 @@ class Scheduler:
         self.workers = workers
         self.grace = grace
         self.retention = retention
+        self.retention_count = retention_count
+        self.pending_max = pending_max
+        # the count of pending operations and the insert of one more, one submit at a time
+        self._submit_lock = threading.Lock()
         self.stop_timeout = stop_timeout
         self.tasks: dict[str, TaskType] = {}
         self._cond = threading.Condition()
@@ -193,7 +241,9 @@ class Scheduler:
         self._purge()
         for task in self.tasks.values():
             if task.interval and not self.list(task=task.name, status=("todo", "doing")):
-                self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent")
+                self.submit(
+                    task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent", capped=False
+                )
         self._stopping = False
         self._dispatcher = threading.Thread(target=self._dispatch, name="pgwarden-scheduler", daemon=True)
         self._dispatcher.start()
@@ -228,10 +278,14 @@ class Scheduler:
         table: str | None = None,
         index: str | None = None,
         requested_by: str | None = None,
+        capped: bool = True,
     ) -> str:
         """Store a new ``todo`` operation and return its id (8 lowercase hex).
 
         ``run_at`` (timezone-aware) defaults to now; a past time means now.
+        Raises :class:`TooManyPending` (429) when ``pending_max`` operations
+        already wait, writing nothing (``capped=False``: the agent's own
+        recurring operations, one per task type, are not refused).
         """
         if task not in self.tasks:
             raise ValueError(f"unknown task {task!r}")
@@ -240,7 +294,13 @@ class Scheduler:
         for _ in range(20):
             op_id = secrets.token_hex(4)
             try:
-                with self.store.begin() as conn:
+                with self._submit_lock, self.store.begin() as conn:
+                    if capped:
+                        pending = conn.execute(
+                            sa.select(sa.func.count()).select_from(operations).where(operations.c.status == "todo")
+                        ).scalar()
+                        if pending >= self.pending_max:
+                            raise TooManyPending(self.pending_max)
                     conn.execute(
                         operations.insert().values(
                             id=op_id,
@@ -273,6 +333,28 @@ class Scheduler:
             row = conn.execute(operations.select().where(operations.c.id == op_id)).first()
         return Operation.from_row(row) if row else None
 
+    def page(self, limit: int, cursor: str | None = None, **filters: Any) -> tuple[list[Operation], str | None]:
+        """At most ``limit`` operations matching ``filters`` (as :meth:`list`),
+        in the same order, after ``cursor``; and the cursor of the next page
+        (None when this is the last). A keyset page: it reads ``limit + 1``
+        rows along the ``core_operations_listing`` index, whatever the number
+        of operations kept. ValueError for a cursor :func:`encode_cursor` did
+        not give."""
+        query = self._filtered(filters)
+        if cursor is not None:
+            scheduled, created, op_id = decode_cursor(cursor)
+            c = operations.c
+            query = query.where(
+                sa.tuple_(c.scheduled_at, c.created_at, c.id)
+                > sa.tuple_(sa.literal(scheduled, UTCDateTime()), sa.literal(created, UTCDateTime()), sa.literal(op_id))
+            )
+        query = query.order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id).limit(limit + 1)
+        with self.store.connect() as conn:
+            ops = [Operation.from_row(r) for r in conn.execute(query)]
+        if len(ops) > limit:
+            return ops[:limit], encode_cursor(ops[limit - 1])
+        return ops, None
+
     def list(self, **filters: Any) -> list[Operation]:
         """Operations matching every filter given, by scheduled time.
 
@@ -280,6 +362,12 @@ class Scheduler:
         ``status``; a value of ``None`` matches NULL; a tuple or list matches
         any of its values. A filter not given does not filter.
         """
+        query = self._filtered(filters).order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id)
+        with self.store.connect() as conn:
+            return [Operation.from_row(r) for r in conn.execute(query)]
+
+    @staticmethod
+    def _filtered(filters: dict[str, Any]) -> Any:
         query = operations.select()
         for name, value in filters.items():
             if name not in _FILTERS:
@@ -291,9 +379,7 @@ class Scheduler:
                 query = query.where(col.in_(list(value)))
             else:
                 query = query.where(col == value)
-        query = query.order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id)
-        with self.store.connect() as conn:
-            return [Operation.from_row(r) for r in conn.execute(query)]
+        return query
 
     def cancel(self, op_id: str, task: str | None = None, wait: float = 10.0) -> Operation:
         """Cancel an operation and return it as it is afterwards.
@@ -350,6 +436,8 @@ class Scheduler:
                 .where(operations.c.id == op_id, operations.c.status == old)
                 .values(status=new, **values)
             )
+            if new in FINISHED and res.rowcount == 1:
+                self._prune(conn, stamp)
         return res.rowcount == 1
 
     def _save(self, op_id: str, **values: Any) -> None:
@@ -389,14 +477,40 @@ class Scheduler:
                 )
                 log.warning("operation %s (%s) missed its time while the agent was down: aborted", op.id, op.task)
 
+    def _prune(self, conn: Any, stamp: datetime) -> int:
+        """Delete the finished operations beyond the newest ``retention_count``
+        and those that ended more than ``retention`` seconds before ``stamp``
+        (in the caller's transaction); return how many."""
+        finished = operations.c.status.in_(FINISHED)
+        deleted = conn.execute(
+            operations.delete().where(finished, operations.c.finished_at < stamp - timedelta(seconds=self.retention))
+        ).rowcount
+        oldest_kept = conn.execute(
+            sa.select(operations.c.finished_at, operations.c.id)
+            .where(operations.c.finished_at.is_not(None), finished)
+            .order_by(operations.c.finished_at.desc(), operations.c.id.desc())
+            .offset(self.retention_count - 1)
+            .limit(1)
+        ).first()
+        if oldest_kept is not None:
+            c = operations.c
+            deleted += conn.execute(
+                operations.delete().where(
+                    finished,
+                    c.finished_at.is_not(None),
+                    sa.or_(
+                        c.finished_at < oldest_kept.finished_at,
+                        sa.and_(c.finished_at == oldest_kept.finished_at, c.id < oldest_kept.id),
+                    ),
+                )
+            ).rowcount
+        return int(deleted)
+
     def _purge(self) -> None:
-        limit = now() - timedelta(seconds=self.retention)
         with self.store.begin() as conn:
-            res = conn.execute(
-                operations.delete().where(operations.c.status.in_(FINISHED), operations.c.finished_at < limit)
-            )
-        if res.rowcount:
-            log.info("purged %d finished operations", res.rowcount)
+            deleted = self._prune(conn, now())
+        if deleted:
+            log.info("purged %d finished operations", deleted)
 
     def _dispatch(self) -> None:
         while True:
@@ -515,7 +629,9 @@ class Scheduler:
         if task.interval and not self._stopping:
             self._retry(
                 f"schedule the next {task.name}",
-                lambda: self.submit(task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent"),
+                lambda: self.submit(
+                    task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent", capped=False
+                ),
             )
 
     def _retry(self, what: str, write: Any) -> bool:

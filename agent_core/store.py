@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,10 +86,15 @@ operations = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("notices", sa.JSON, nullable=False),
     sa.Column("info", sa.JSON, nullable=False),
+    # the listings' order, so a page after a cursor is an index range, not a sort of every row
+    sa.Index("core_operations_listing", "task", "scheduled_at", "created_at", "id"),
+    # the retention of finished operations (count and age), enforced as each one ends
+    sa.Index("core_operations_finished_at", "finished_at"),
 )
 
 #: The audit log (``GET /notifications``): logins, logouts, kills, operations
-#: scheduled and canceled; the newest ``[agent] notifications_max`` are kept.
+#: scheduled and canceled; the newest ``[agent] notifications_max`` are kept,
+#: none older than ``[agent] notifications_max_age`` (enforced on each write).
 notifications = sa.Table(
     "core_notifications",
     metadata,
@@ -131,26 +136,49 @@ def _faults() -> Iterator[None]:
         raise StoreUnavailable(cause) from e
 
 
-def add_notification(store: Store, username: str, message: str, keep: int) -> None:
-    """Record an audit log entry and delete all but the newest ``keep``."""
+def add_notification(store: Store, username: str, message: str, keep: int, max_age: float | None = None) -> None:
+    """Record an audit log entry; in the same transaction, delete all but the
+    newest ``keep`` and those older than ``max_age`` seconds."""
+    add_notifications(store, username, [message], keep, max_age)
+
+
+def add_notifications(
+    store: Store, username: str, messages: list[str], keep: int, max_age: float | None = None
+) -> None:
+    """Several audit log entries in one transaction (a kill of many backends),
+    with the retention of :func:`add_notification`."""
+    if not messages:
+        return
+    stamp = now()
     with store.begin() as conn:
-        conn.execute(notifications.insert().values(at=now(), username=username, message=message))
+        conn.execute(notifications.insert(), [{"at": stamp, "username": username, "message": m} for m in messages])
         oldest_dropped = conn.execute(
             sa.select(notifications.c.id).order_by(notifications.c.id.desc()).offset(keep).limit(1)
         ).scalar()
         if oldest_dropped is not None:
             conn.execute(notifications.delete().where(notifications.c.id <= oldest_dropped))
+        if max_age is not None:
+            conn.execute(notifications.delete().where(notifications.c.at < stamp - timedelta(seconds=max_age)))
 
 
-def list_notifications(store: Store) -> list[dict[str, str]]:
-    """The audit log, newest first: ``{"date": "YYYY-MM-DDTHH:MM:SS" (UTC), "username", "message"}``."""
+def list_notifications(
+    store: Store, limit: int | None = None, before: int | None = None
+) -> tuple[list[dict[str, str]], int | None]:
+    """The audit log, newest first: ``{"date": "YYYY-MM-DDTHH:MM:SS" (UTC),
+    "username", "message"}``, at most ``limit`` entries with an id below
+    ``before``; and the id to pass as ``before`` for the next page (None when
+    this is the last)."""
+    query = sa.select(notifications.c.id, notifications.c.at, notifications.c.username, notifications.c.message)
+    if before is not None:
+        query = query.where(notifications.c.id < before)
+    query = query.order_by(notifications.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)
     with store.begin() as conn:
-        rows = conn.execute(
-            sa.select(notifications.c.at, notifications.c.username, notifications.c.message).order_by(
-                notifications.c.id.desc()
-            )
-        ).all()
-    return [
+        rows = conn.execute(query).all()
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if limit is not None else rows
+    entries = [
         {
             "date": row.at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
             "username": row.username,
@@ -158,6 +186,7 @@ def list_notifications(store: Store) -> list[dict[str, str]]:
         }
         for row in rows
     ]
+    return entries, (rows[-1].id if more else None)
 
 
 class Store:
@@ -194,8 +223,14 @@ class Store:
             pass
 
     def create(self, *extra: sa.MetaData) -> None:
+        """Create the missing tables, and the missing indexes of tables that
+        already exist (a store made by an earlier release, before an index was
+        added: ``create_all`` skips existing tables with their indexes)."""
         for md in (metadata, *extra):
             md.create_all(self.engine)
+            for table in md.sorted_tables:
+                for index in table.indexes:
+                    index.create(self.engine, checkfirst=True)
 
     @contextmanager
     def begin(self) -> Iterator[Any]:

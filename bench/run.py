@@ -12,6 +12,7 @@ and prints the Markdown; ``--results`` also writes ``bench/RESULTS.md``.
     .venv/bin/python bench/run.py                 # full run, 10-minute soak
     .venv/bin/python bench/run.py --soak 60       # shorter soak
     .venv/bin/python bench/run.py --smoke         # seconds: what `make test` runs
+    .venv/bin/python bench/run.py --kept-only     # a minute: listings of 100,000 kept operations
 
 Every run is bounded in requests and time. Nothing here asserts timings: the
 exit status is 1 only when a request failed (an error is a bug, a slow
@@ -57,13 +58,14 @@ class Plan:
     logins: int = 20
     pending: int = 1000
     due: int = 8
+    kept: int = 100_000  # operations kept in the store, listed page by page
     soak: float = 600.0
 
 
 FULL_PLAN = Plan()
 SMOKE_PLAN = Plan(
     clients=(1, 8), light=(40, 2.0), heavy=(16, 2.0), wide=(2, 10.0), floor_n=5, wide_floor_n=2,
-    logins=3, pending=20, due=2, soak=3.0,
+    logins=3, pending=20, due=2, kept=2000, soak=3.0,
 )  # fmt: skip
 
 APP_SCHEMA = "shop"
@@ -118,7 +120,9 @@ class Harness:
 
     def tls_suite(self, scale: Any) -> None:
         plan, report = self.plan, self.report
-        agent = AgentProcess(self.cluster, tls=True)
+        # the scheduler step keeps ``pending`` operations waiting and adds ``due`` ones
+        pending_max = max(plan.pending + plan.due, 1000)
+        agent = AgentProcess(self.cluster, tls=True, settings={"scheduler_pending_max": pending_max})
         try:
             time.sleep(3)  # the sampler's first samples, the scheduler's first pass
             memory = report["memory"]
@@ -260,6 +264,31 @@ class Harness:
         }
         print(f"  scheduler: {len(delays)}/{plan.due} started, delays {delays}", flush=True)
 
+    # -- a store holding many operations: the listings page through an index --------
+
+    def kept_suite(self) -> None:
+        """``kept`` finished VACUUMs written straight into the store of a fresh
+        TLS agent whose retention keeps them all (its defaults would delete all
+        but 1,000 as the next operation ends): the first page of the listing
+        (default limit), a page from a cursor in the middle, a page of 100, at
+        1 and 16 clients, with the agent's RSS."""
+        plan = self.plan
+        keep = {"scheduler_retention_count": plan.kept * 2, "scheduler_pending_max": plan.kept * 2}
+        agent = AgentProcess(self.cluster, tls=True, settings=keep)
+        try:
+            middle = fill_store(agent.home / "pgwarden.db", plan.kept)
+            self.report["kept"] = {"operations": plan.kept}
+            session = agent.session()
+            listing = "/maintenance/vacuum/scheduled"
+            for c in (1, 16):
+                self.run(agent, True, "GET " + listing, c, (max(20, 4 * c), 60.0), session, variant="kept")
+            self.run(agent, True, "GET " + listing, 1, (20, 60.0), session, variant="kept, page in the middle",
+                     paths=[f"{listing}?cursor={middle}"])  # fmt: skip
+            self.run(agent, True, "GET " + listing, 1, (50, 60.0), session, variant="kept, limit 100",
+                     paths=[f"{listing}?limit=100"])  # fmt: skip
+        finally:
+            agent.stop()
+
     # -- a TLS agent reusing no maintenance figures: their real cost ----------------
 
     def uncached_suite(self) -> None:
@@ -293,6 +322,35 @@ class Harness:
             agent.stop()
 
 
+def fill_store(path: Path, count: int) -> str:
+    """``count`` finished VACUUM operations of the last six days, inserted in
+    the agent's SQLite store as the agent writes them; the cursor of the
+    middle one (what ``X-Next-Cursor`` would say there)."""
+    start = datetime.now(timezone.utc) - timedelta(days=6)
+    step = timedelta(days=5) / count
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    rows = []
+    for i in range(count):
+        at = start + step * i
+        rows.append((f"{i:08x}", "maintenance.vacuum", '{"mode": null}', "app", at.strftime(fmt), "done",
+                     at.strftime(fmt), at.strftime(fmt), (at + timedelta(seconds=1)).strftime(fmt),
+                     "alice", 0, "null", "[]", "{}"))  # fmt: skip
+    store = sqlite3.connect(path)
+    with store:
+        store.executemany(
+            "INSERT INTO core_operations (id, task, params, dbname, scheduled_at, status, created_at, started_at,"
+            " finished_at, requested_by, cancel_requested, result, notices, info)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # as in a store that has been running: the rows in the file
+    store.close()
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    mid = start + step * (count // 2)
+    micros = (mid - epoch) // timedelta(microseconds=1)
+    return f"{micros}.{micros}.{count // 2:08x}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny datasets and runs (seconds): CI")
@@ -300,6 +358,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"), help="directory for bench.json and bench.md")
     parser.add_argument("--results", action="store_true", help="also write bench/RESULTS.md")
     parser.add_argument("--seed", type=float, default=0.42, help="seed of the datasets' random values")
+    parser.add_argument(
+        "--kept-only", action="store_true", help="only the listings of operations kept in the store (a minute)"
+    )
     args = parser.parse_args()
     plan = SMOKE_PLAN if args.smoke else FULL_PLAN
     if args.soak is not None:
@@ -333,19 +394,25 @@ def main() -> int:
         cluster.init()
         cluster.start()
         report["meta"]["postgresql"] = cluster.execute("SHOW server_version")[0][0]
-        print("building datasets...", flush=True)
-        report["datasets"]["app"] = build_app(cluster, scale, args.seed)
-        report["datasets"]["wide"] = build_wide(cluster, scale)
-        print(f"  {json.dumps(report['datasets'])}", flush=True)
         harness = Harness(cluster, plan, report)
-        print("agent with TLS...", flush=True)
-        harness.tls_suite(scale)
-        print("agent with TLS, maintenance figures never reused...", flush=True)
-        harness.uncached_suite()
-        print(f"fresh agent with TLS: soak ({plan.soak:.0f} s)...", flush=True)
-        harness.soak_suite()
-        print("agent without TLS...", flush=True)
-        harness.plain_suite()
+        if args.kept_only:
+            print(f"agent with TLS, {plan.kept} operations kept in its store...", flush=True)
+            harness.kept_suite()
+        else:
+            print("building datasets...", flush=True)
+            report["datasets"]["app"] = build_app(cluster, scale, args.seed)
+            report["datasets"]["wide"] = build_wide(cluster, scale)
+            print(f"  {json.dumps(report['datasets'])}", flush=True)
+            print("agent with TLS...", flush=True)
+            harness.tls_suite(scale)
+            print("agent with TLS, maintenance figures never reused...", flush=True)
+            harness.uncached_suite()
+            print(f"agent with TLS, {plan.kept} operations kept in its store...", flush=True)
+            harness.kept_suite()
+            print(f"fresh agent with TLS: soak ({plan.soak:.0f} s)...", flush=True)
+            harness.soak_suite()
+            print("agent without TLS...", flush=True)
+            harness.plain_suite()
     finally:
         if harness is not None:
             harness.conns.close()

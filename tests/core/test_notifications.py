@@ -128,3 +128,51 @@ def test_notifications_max_must_be_positive():
     assert "agent.notifications_max: must be greater than 0" in e.value.problems
     config = validate(RawConfig.from_dict({"agent": {"home": "/tmp"}}), [agent_schema(), postgresql_schema()], {})
     assert config.agent["notifications_max"] == 1000
+
+
+# -- bounded by design: age retention on write, pages ---------------------------------
+
+
+def test_entries_older_than_notifications_max_age_are_deleted_on_the_next_write(make_agent):
+    from datetime import datetime, timedelta, timezone
+
+    from agent_core.store import notifications
+
+    running = make_agent(plugins={"audited": make_audited()}, config={"agent": {"notifications_max_age": 3600}})
+    c = running.login()
+    with running.agent.store.begin() as conn:
+        conn.execute(
+            notifications.insert().values(
+                at=datetime.now(timezone.utc) - timedelta(hours=2), username="old", message="Long ago"
+            )
+        )
+    assert ("old", "Long ago") in messages(c)
+    assert c.post("/audited/act", {"what": "it"}).status == 200
+    assert messages(c) == [("alice", "Did it"), ("alice", "Login")]
+
+
+def test_pages_with_limit_and_cursor_headers(make_agent):
+    running = make_agent(plugins={"audited": make_audited()})
+    c = running.login()
+    for n in range(6):
+        c.post("/audited/act", {"what": n})
+    everything = c.get("/notifications")
+    assert everything.status == 200 and len(everything.json()) == 7
+    assert "X-Next-Cursor" not in everything.headers and "Link" not in everything.headers
+    seen, path = [], f"/notifications?limit=3&key={KEY}"
+    for _ in range(5):  # bounded: 3 pages expected
+        res = c.get(path)
+        assert res.status == 200 and isinstance(res.json(), list) and len(res.json()) <= 3
+        seen += res.json()
+        if "X-Next-Cursor" not in res.headers:
+            break
+        assert {"Link", "X-Next-Cursor"} <= set(
+            h.strip() for h in res.headers["Access-Control-Expose-Headers"].split(",")
+        )
+        link = re.fullmatch(r'<(/notifications\?[^>]*)>; rel="next"', res.headers["Link"])
+        assert link and f"cursor={res.headers['X-Next-Cursor']}" in link.group(1) and "key=" not in link.group(1)
+        path = link.group(1)
+    assert seen == everything.json()
+    for bad in ("limit=0", "limit=abc", "limit=10001", "limit=-1", "cursor=abc", "cursor=" + "9" * 30, "cursor=%FF"):
+        res = c.get(f"/notifications?{bad}")
+        assert res.status == 400 and set(res.json()) == {"error"}, (bad, res)

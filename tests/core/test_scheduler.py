@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_core.errors import Conflict, NotFound
-from agent_core.scheduler import Scheduler
+from agent_core.scheduler import Scheduler, TooManyPending
 from agent_core.store import Store, operations
 from agent_core.testing import wait_for
 
@@ -229,3 +229,100 @@ def test_operation_rows_use_utc(sched_agent):
     assert op.to_dict()["datetime"].endswith("Z")
     with sched_agent.agent.store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(operations)).scalar() >= 1
+
+
+# -- bounded by design: pending cap, retention as operations finish, keyset pages ----
+
+
+def count(running, *statuses):
+    query = sa.select(sa.func.count()).select_from(operations)
+    if statuses:
+        query = query.where(operations.c.status.in_(statuses))
+    with running.agent.store.engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def test_pending_operations_are_capped_and_nothing_is_written_over_the_cap(make_agent, probe, store_config):
+    running = make_agent(plugins={"probe": probe}, config={"agent": {**store_config, "scheduler_pending_max": 3}})
+    s = scheduler(running)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    ids = [s.submit("probe.quick", run_at=later) for _ in range(3)]
+    for _ in range(3):  # bounded: every attempt over the cap is refused the same way
+        with pytest.raises(TooManyPending) as refused:
+            s.submit("probe.quick", run_at=later)
+        assert refused.value.status == 429 and "scheduler_pending_max" in refused.value.message
+    assert count(running, "todo") == 3 and count(running) == 3
+    s.cancel(ids[0])  # one place freed
+    s.submit("probe.quick", run_at=later)
+    assert count(running, "todo") == 3
+
+
+def test_finished_operations_beyond_the_count_are_deleted_as_others_finish(make_agent, probe, store_config):
+    """No periodic job involved: the first purge runs at start, the next one a minute later."""
+    config = {"agent": {**store_config, "scheduler_retention_count": 3}}
+    running = make_agent(plugins={"probe": probe}, config=config)
+    s = scheduler(running)
+    ids = []
+    for _ in range(6):
+        ids.append(s.submit("probe.quick"))
+        wait_for(lambda: (o := s.get(ids[-1])) is not None and o.finished, timeout=10)
+    assert [s.get(i) is not None for i in ids] == [False, False, False, True, True, True]
+    assert count(running) == 3
+
+
+def test_finished_operations_past_the_retention_age_are_deleted_when_another_finishes(make_agent, probe, store_config):
+    running = make_agent(plugins={"probe": probe}, config={"agent": {**store_config, "scheduler_retention": 3600}})
+    s = scheduler(running)
+    old = s.submit("probe.quick")
+    wait_for(lambda: s.get(old).status == "done", timeout=10)
+    with running.agent.store.begin() as conn:  # as if it had ended two hours ago
+        two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+        conn.execute(operations.update().where(operations.c.id == old).values(finished_at=two_hours_ago))
+    assert s.get(old) is not None
+    new = s.submit("probe.quick")
+    wait_for(lambda: s.get(new).status == "done", timeout=10)
+    assert s.get(old) is None and s.get(new) is not None
+
+
+def test_pages_follow_the_listing_order_without_gaps_or_repeats(sched_agent):
+    """Ties on the scheduled time included; a row deleted between two pages does not break the cursor."""
+    s = scheduler(sched_agent)
+    same = datetime.now(timezone.utc) + timedelta(hours=1)
+    for n in range(7):
+        s.submit("probe.quick", run_at=same if n % 2 else same + timedelta(minutes=n))
+    everything = [op.id for op in s.list(task="probe.quick")]
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = s.page(3, cursor, task="probe.quick")
+        seen += [op.id for op in page]
+        pages += 1
+        if pages == 1:  # the last entry of the first page goes away meanwhile
+            with sched_agent.agent.store.begin() as conn:
+                conn.execute(operations.delete().where(operations.c.id == page[-1].id))
+        if cursor is None:
+            break
+        assert pages < 10
+    assert pages == 3 and seen == everything
+    assert s.page(10, task="probe.quick")[1] is None
+    for bad in ("x", "1.2", "1.2.3", "a.b.0000000z", "1.2.0000000a.4"):
+        with pytest.raises(ValueError):
+            s.page(3, bad, task="probe.quick")
+
+
+def test_a_store_of_the_previous_release_gets_the_new_indexes_at_start(make_agent, probe, store_config):
+    """The previous release made core_operations without the listing and retention indexes:
+    the agent adds them when it starts (create_all alone skips existing tables), rows kept."""
+    running = make_agent(plugins={"probe": probe}, config={"agent": store_config})
+    op_id = scheduler(running).submit("probe.quick", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    new = {"core_operations_listing", "core_operations_finished_at"}
+    engine = running.agent.store.engine
+    for name in new:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+    assert not new & {i["name"] for i in sa.inspect(engine).get_indexes("core_operations")}
+    running.restart()
+    engine = running.agent.store.engine
+    assert new <= {i["name"] for i in sa.inspect(engine).get_indexes("core_operations")}
+    assert scheduler(running).get(op_id).status == "todo"
+    running.restart()  # and once they exist, starting again is fine
+    assert scheduler(running).page(10, task="probe.quick")[0][0].id == op_id

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent_core.errors import MalformedParameter
+from agent_core import paging
+from agent_core.errors import HTTPError, MalformedParameter
 from agent_core.hookspecs import Route
 from agent_core.http import Request
 
@@ -20,13 +21,15 @@ from . import service
 
 _INT4_MAX = 2**31 - 1
 _DIGITS = re.compile(r"^[0-9]{1,10}$")
+#: A cursor of GET /activity is an offset; no instance has this many backends.
+_OFFSET_MAX = 1_000_000
 
 
 def _limit(request: Request) -> int | None:
     text = request.query.get("limit")
     if text is None:
         return None
-    if not _DIGITS.match(text) or not 0 < int(text) <= _INT4_MAX:
+    if not _DIGITS.match(text) or not 0 < int(text) <= request.agent.config.agent["listing_limit_max"]:
         raise MalformedParameter("limit")
     return int(text)
 
@@ -37,21 +40,34 @@ def _listing(request: Request) -> tuple[service.Activity, bool]:
     return instance, instance.sees_queries(request.role)
 
 
-def activity(request: Request) -> dict[str, Any]:
-    """GET /activity[?limit=N] -> {"rows": [...]}
+def activity(request: Request) -> Any:
+    """GET /activity[?limit=N&cursor=C] -> {"rows": [...]}
 
     One row per client backend of the instance except the agent's own
     connections, longest running first, at most ``limit`` rows (default
-    ``[activity] limit``); idle sessions unless ``[activity] show_idle = no``.
-    ``query`` is null for a ``read`` client unless ``[activity]
-    read_role_sees_queries``.
+    ``[activity] limit``, at most ``[agent] listing_limit_max``); idle
+    sessions unless ``[activity] show_idle = no``. ``query`` is null for a
+    ``read`` client unless ``[activity] read_role_sees_queries``. When more
+    backends follow, ``X-Next-Cursor`` and ``Link: <...>; rel="next"`` give
+    the next page: the cursor is an offset into a live listing (backends come
+    and go and their order changes between two requests), not a stable position.
 
-    200 rows; 401 invalid session or key; 406 ``X-Session`` or ``limit``
-    malformed; 501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    200 rows; 400 ``cursor`` malformed; 401 invalid session or key; 406
+    ``X-Session`` or ``limit`` malformed (the reference's wording; also above
+    the maximum); 501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
     """
     limit = _limit(request)
-    instance, queries = _listing(request)
-    return {"rows": instance.activity(limit, queries)}
+    activity, queries = _listing(request)
+    cursor = request.query.get("cursor")
+    offset = 0
+    if cursor is not None:
+        if not _DIGITS.match(cursor) or int(cursor) > _OFFSET_MAX:
+            raise paging.bad_cursor()
+        offset = int(cursor)
+    size = limit or activity.limit
+    rows = activity.activity(size, offset, more=True, queries=queries)
+    next_cursor = str(offset + size) if len(rows) > size and offset + size <= _OFFSET_MAX else None
+    return paging.answer(request, {"rows": rows[:size]}, size, next_cursor)
 
 
 def waiting(request: Request) -> dict[str, Any]:
@@ -93,20 +109,31 @@ def kill(request: Request) -> dict[str, Any]:
     recorded in ``activity_kills``; each one terminated also in the audit
     log (``GET /notifications``: ``Backend <pid> terminated``).
 
-    200 results (one per distinct pid, in request order); 400 body not JSON;
-    401 invalid session; 406 ``X-Session`` malformed, or ``Parameter 'pids'
-    is malformed.`` (not a list of positive integers); 413 body too large;
-    501 PostgreSQL older than 10; 503 PostgreSQL unavailable.
+    The pids are recorded before any is signalled and the results before the
+    answer: a store failure answers 503 (before: nothing signalled; after:
+    naming the backends terminated).
+
+    200 results (one per distinct pid, in request order); 400 body not JSON,
+    or more than ``[activity] kill_max_pids`` distinct pids; 401 invalid
+    session; 406 ``X-Session`` malformed, or ``Parameter 'pids' is
+    malformed.`` (not a list of positive integers); 413 body too large;
+    501 PostgreSQL older than 10; 503 PostgreSQL or the store unavailable.
     """
     body = request.json()
     pids = body.get("pids") if isinstance(body, dict) else None
     if not isinstance(pids, list) or not all(type(p) is int and 0 < p <= _INT4_MAX for p in pids):
         raise MalformedParameter("pids")
     unique = list(dict.fromkeys(pids))
-    results = service.get(request.agent).kill(unique, request.requester)
-    for result in results:
-        if result["killed"]:
-            request.agent.notify(request.requester, f"Backend {result['pid']} terminated")
+    activity = service.get(request.agent)
+    if len(unique) > activity.kill_max_pids:
+        raise HTTPError(
+            400,
+            f"Too many pids: {len(unique)}; one request may name at most {activity.kill_max_pids}"
+            " ([activity] kill_max_pids).",
+        )
+    results = activity.kill(unique, request.requester)
+    killed = [f"Backend {result['pid']} terminated" for result in results if result["killed"]]
+    request.agent.notify_many(request.requester, killed)
     return {"backends": results}
 
 
@@ -153,17 +180,11 @@ def _rows(fields: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-LISTING = {
-    "parameters": [
-        {
-            "name": "limit",
-            "in": "query",
-            "description": "At most this many rows (default [activity] limit). 406 if not an integer in range.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": _INT4_MAX},
-        }
-    ],
-    "responses": {**_rows(ROW), "406": {"description": "X-Session or limit malformed."}},
-}
+LISTING = paging.openapi(
+    {"responses": {**_rows(ROW), "406": {"description": "X-Session or limit malformed (or above the maximum)."}}},
+    "At most this many rows (default [activity] limit, at most [agent] listing_limit_max);"
+    " 406 if not an integer in range.",
+)
 WAITING = {"responses": _rows({**ROW, **LOCK, "blocked_by": _PIDS, "root_blockers": _PIDS})}
 BLOCKING = {"responses": _rows({**ROW, **LOCK, "blocks": _PIDS, "blocked_by": _PIDS, "root": {"type": "boolean"}})}
 RESULT = {
@@ -195,7 +216,9 @@ KILL = {
             },
             "One result per distinct pid, in request order; refused ones carry a reason.",
         ),
+        "400": {"description": "Body not JSON, or more than [activity] kill_max_pids distinct pids."},
         "406": {"description": "X-Session malformed, or Parameter 'pids' is malformed."},
+        "503": {"description": "PostgreSQL unavailable, or the store failed (the message says what was done)."},
     },
 }
 

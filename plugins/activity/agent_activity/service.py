@@ -21,7 +21,7 @@ from agent_core.errors import HTTPError, StartupError, first_line
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
 from .sampler import UNKNOWN, Metrics, Sampler
-from .store import record_kills
+from .store import record_requested, record_results
 
 log = logging.getLogger("pgwarden.activity")
 
@@ -88,6 +88,9 @@ class Activity:
         self.show_idle: bool = settings["show_idle"]
         self.kill_wait: float = settings["kill_wait"]
         self.read_role_sees_queries: bool = settings["read_role_sees_queries"]
+        self.kill_max_pids: int = settings["kill_max_pids"]
+        self.kills_max: int = settings["kills_max"]
+        self.kills_max_age: float = settings["kills_max_age"]
         timeout = agent.config.postgresql["statement_timeout"]
         if self.kill_wait >= timeout:
             raise StartupError(
@@ -165,12 +168,16 @@ class Activity:
                 row["query"] = None
         return out
 
-    def activity(self, limit: Optional[int] = None, queries: bool = True) -> list[dict[str, Any]]:
-        """Client backends but the agent's own, longest running first
-        (``query`` null unless ``queries``)."""
+    def activity(
+        self, limit: Optional[int] = None, offset: int = 0, more: bool = False, queries: bool = True
+    ) -> list[dict[str, Any]]:
+        """Client backends but the agent's own, longest running first: at most
+        ``limit`` after the first ``offset`` (one more with ``more``, to tell
+        whether a next page exists); ``query`` null unless ``queries``."""
+        count = (limit or self.limit) + (1 if more else 0)
         with self.cursor() as (cur, q):
-            cur.execute(q.backends, {"own": self.own_pids(), "idle": self.show_idle, "limit": limit or self.limit})
-            rows = cur.fetchall()
+            cur.execute(q.backends, {"own": self.own_pids(), "idle": self.show_idle, "limit": offset + count})
+            rows = cur.fetchall()[offset:]
         return self.with_metrics(rows, queries)
 
     # -- locks ----------------------------------------------------------------
@@ -311,7 +318,12 @@ class Activity:
 
         Each pid is checked and terminated in one statement that only matches
         a client backend, so a pid that changed meanwhile is not signalled.
-        Every pid is recorded in ``activity_kills``, refused ones too."""
+        Every pid is recorded in ``activity_kills``, refused ones too: written
+        before any is signalled (a store failure then: 503, nothing signalled)
+        and completed with the results before the answer (a failure then: 503
+        saying which backends were terminated)."""
+        store = self.agent.store
+        stamp = record_requested(store, requested_by, pids, self.kills_max, self.kills_max_age)
         own = set(self.own_pids())
         results: list[dict[str, Any]] = []
         wait_ms = int(self.kill_wait * 1000)
@@ -350,10 +362,18 @@ class Activity:
                         else:
                             result["reason"] = "PostgreSQL could not signal it"
                 results.append(result)
+        killed = [r["pid"] for r in results if r["killed"]]
         try:
-            record_kills(self.agent.store.engine, requested_by, results)
-        except Exception:
-            log.exception("could not record kills in the store: %s", results)
+            record_results(store, requested_by, stamp, results)
+        except Exception as e:  # the store failed: say what was done all the same, in a short line
+            cause = e.message if isinstance(e, HTTPError) else first_line(e)
+            shown = ", ".join(map(str, killed[:20])) + (f" and {len(killed) - 20} more" if len(killed) > 20 else "")
+            log.error("kill by %s: %d terminated, results not recorded: %s", requested_by, len(killed), cause[:500])
+            raise HTTPError(
+                503,
+                f"{len(killed)} of {len(results)} backends terminated ({shown or 'none'}), but the results"
+                f" could not be recorded in activity_kills (rows left as requested): {cause[:500]}",
+            ) from None
         for r in results:
             if r["killed"]:
                 log.info("%s terminated backend %s (%s@%s)", requested_by, r["pid"], r.get("user"), r.get("database"))

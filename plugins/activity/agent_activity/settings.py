@@ -28,4 +28,25 @@ OPTIONS = (
         "Show the query text of sessions to read clients (read users, the read-only agent key);"
         " off: their rows carry query null, as pg_stat_activity does for unprivileged roles.",
     ),
+    Option(
+        "kill_max_pids",
+        int,
+        1000,
+        "Pids one POST /activity/kill may name; more is answered 400 before anything is signalled.",
+        minimum=1,
+    ),
+    Option(
+        "kills_max",
+        int,
+        100000,
+        "Rows of the kill log (activity_kills) kept at most; each kill request deletes the oldest beyond.",
+        minimum=1,
+    ),
+    Option(
+        "kills_max_age",
+        int,
+        90 * 86400,
+        "Seconds a row of the kill log is kept; each kill request deletes older ones.",
+        minimum=1,
+    ),
 )

@@ -23,6 +23,7 @@ from typing import Any
 import bottle
 import psycopg2.errors
 
+from agent_core import paging
 from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
 from agent_core.hookspecs import Route
 from agent_core.http import Request
@@ -262,7 +263,8 @@ def _poster(verb: str, level: str) -> Callable[..., dict[str, str]]:
     doc = (
         f'POST {level}/{verb} {body}: schedule a {what} (now when datetime is absent or past) -> {{"id": ...}}.\n\n'
         f"    200; 400 body not a JSON object; 401; 403; 404 unknown database, schema, table or index;\n"
-        f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large; 503; 504.\n"
+        f"    406 parameter 'mode' or 'datetime' malformed; 409; 413 body too large;\n"
+        f"    429 [agent] scheduler_pending_max operations already wait to run (nothing written); 503; 504.\n"
     )
 
     def view(
@@ -288,12 +290,15 @@ def entries(request: Request, ops: list[Operation]) -> list[dict[str, Any]]:
     return out
 
 
-def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
+def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., bottle.HTTPResponse]:
     doc = (
-        f"GET {level}/{verb}/scheduled: the {verb} operations"
+        f"GET {level}/{verb}/scheduled[?limit=N&cursor=C]: the {verb} operations"
         + (f" filtered by exactly {', '.join(filters)}" if filters else "")
         + " (a JSON array; finished ones stay listed for the retention period).\n\n"
-        "    200; 401; 403; 404 unknown database, schema or table; 406; 409; 503; 504.\n"
+        "    By scheduled time, at most ``limit`` (default [agent] listing_limit_default); when there\n"
+        '    are more, ``X-Next-Cursor`` and ``Link: <...>; rel="next"`` give the next page.\n\n'
+        "    200; 400 limit or cursor malformed; 401; 403; 404 unknown database, schema or table; 406; 409;\n"
+        "    503; 504.\n"
     )
 
     def view(
@@ -302,12 +307,18 @@ def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., li
         schema: str | None = None,
         table: str | None = None,
         index: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> bottle.HTTPResponse:
+        page = paging.page(request)
         if dbname is not None:
             check_target(request, dbname, schema, table if "table" in filters else None)
         wanted = {"dbname": dbname, "schema": schema, "table": table}
-        ops = request.agent.scheduler.list(task=f"maintenance.{verb}", **{f: wanted[f] for f in filters})
-        return entries(request, ops)
+        try:
+            ops, next_cursor = request.agent.scheduler.page(
+                page.limit, page.cursor, task=f"maintenance.{verb}", **{f: wanted[f] for f in filters}
+            )
+        except ValueError:
+            raise paging.bad_cursor() from None
+        return paging.answer(request, entries(request, ops), page.limit, next_cursor)
 
     view.__name__ = f"list_{verb}"
     view.__doc__ = doc
@@ -429,7 +440,7 @@ for _doc in (INSTANCE_DOC, DATABASE_DOC, SCHEMA_DOC):  # figures computed once a
         }
     }
 TABLE_DOC = _answer(TABLE_DETAILS)
-LISTING_DOC = _answer({"type": "array", "items": OPERATION}, "The operations (a JSON array).")
+LISTING_DOC = paging.openapi(_answer({"type": "array", "items": OPERATION}, "The operations (a JSON array)."))
 
 
 def _post_doc(verb: str) -> dict[str, Any]:
@@ -438,6 +449,9 @@ def _post_doc(verb: str) -> dict[str, Any]:
         body["mode"] = _VACUUM_MODE
     doc = _answer(_object(id=_S), "The operation's id.")
     doc["responses"]["406"] = {"description": "Parameter 'mode' or 'datetime' malformed (or X-Session)."}
+    doc["responses"]["429"] = {
+        "description": "[agent] scheduler_pending_max operations already wait to run; nothing was scheduled."
+    }
     doc["requestBody"] = {
         "required": False,
         "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
