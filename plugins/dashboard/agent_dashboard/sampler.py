@@ -246,7 +246,8 @@ class Sampler:
                     "commits_per_sec": commit_rate,
                     "rollbacks_per_sec": rollback_rate,
                     "time": time.strftime("%H:%M", time.localtime(at)),
-                    "timestamp": at,
+                    # when PostgreSQL read the counters: the rates' time base
+                    "timestamp": row["at"],
                 },
                 "tps": None if commit_rate is None or rollback_rate is None else round(commit_rate + rollback_rate, 3),
             }
