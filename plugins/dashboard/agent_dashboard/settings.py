@@ -17,7 +17,7 @@ OPTIONS = (
         "history_length",
         int,
         150,
-        "Samples kept in memory for GET /dashboard/history (150 x 2 s = 5 minutes; about 2.5 KiB each).",
+        "Samples kept in memory for GET /dashboard/history (150 x 2 s = 5 minutes; about 2.4 KB of memory each).",
         minimum=1,
     ),
 )
