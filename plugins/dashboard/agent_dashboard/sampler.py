@@ -19,7 +19,9 @@ adds its own locality check (``agent.postgres.locality()``, kept 60 s).
   so they are null (the objects stay, with null figures).
 - PostgreSQL unreachable: the sample is still taken and says so
   (``postgres.available`` false and the reason); its PostgreSQL figures are
-  null (``databases`` null is what the temboard UI reads as "stopped").
+  null (``databases`` null is what the temboard UI reads as "stopped"). A
+  statement that failed on a reachable server (a timeout) gives the same
+  nulls with ``available`` true and the error.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple, Optional
 
 import psutil
 
-from agent_core.errors import first_line
+from agent_core.errors import PostgresUnavailable, first_line
 
 from .queries import sample_statement
 
@@ -202,9 +204,11 @@ class Sampler:
         sample = empty_sample(at)
         try:
             row = self.agent.postgres.query(sample_statement(self.agent.postgres.server_version))[0]
-        except Exception as e:  # PostgreSQL down, a statement timeout, a privilege missing
-            sample["postgres"] = {"available": False, "error": first_line(e)}
-            self.facts = {**self.facts, "available": False}
+        except Exception as e:  # PostgreSQL down; or up, but the statement failed (a timeout)
+            down = isinstance(e, PostgresUnavailable)
+            sample["postgres"] = {"available": not down, "error": first_line(e)}
+            if down:
+                self.facts = {**self.facts, "available": False}
         else:
             sample["postgres"] = {"available": True, "error": None}
             self._postgres(sample, row, at)
