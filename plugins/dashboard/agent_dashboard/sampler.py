@@ -19,9 +19,12 @@ adds its own locality check (``agent.postgres.locality()``, kept 60 s).
   so they are null (the objects stay, with null figures).
 - PostgreSQL unreachable: the sample is still taken and says so
   (``postgres.available`` false and the reason); its PostgreSQL figures are
-  null (``databases`` null is what the temboard UI reads as "stopped"). A
-  statement that failed on a reachable server (a timeout) gives the same
-  nulls with ``available`` true and the error.
+  null, except ``databases``, which carries the last known one (its
+  ``timestamp`` says when PostgreSQL read it) with null rates: the temboard
+  9.x UI computes TPS from every sample's ``databases`` counters and stops
+  drawing the page at a null one; null only when PostgreSQL was never
+  reached. A statement that failed on a reachable server (a timeout) gives
+  the same with ``available`` true and the error.
 """
 
 from __future__ import annotations
@@ -153,6 +156,9 @@ class Sampler:
         #: PostgreSQL facts of the last sample that reached it, for the ``status`` of GET /dashboard
         self.facts: dict[str, Any] = {}
         self._counters: Optional[tuple[float, int, int]] = None  # (at, commits, rollbacks)
+        #: ``databases`` of the last sample that reached PostgreSQL, carried by samples that did not
+        self._databases: Optional[dict[str, Any]] = None
+        self.first = threading.Event()
         self._cpu: Optional[CpuTimes] = None
         self._local: Optional[bool] = None
         self._lock = threading.Lock()
@@ -209,6 +215,8 @@ class Sampler:
             sample["postgres"] = {"available": not down, "error": first_line(e)}
             if down:
                 self.facts = {**self.facts, "available": False}
+            if self._databases is not None:
+                sample["databases"] = {**self._databases, "commits_per_sec": None, "rollbacks_per_sec": None}
         else:
             sample["postgres"] = {"available": True, "error": None}
             self._postgres(sample, row, at)
@@ -223,6 +231,7 @@ class Sampler:
             sample["memory"] = memory_figures(vm.total, vm.free, getattr(vm, "cached", 0))
         with self._lock:
             self._history.append(sample)
+        self.first.set()
         self.costs.append((time.thread_time() - cpu0, time.perf_counter() - wall0))
         return sample
 
@@ -256,6 +265,7 @@ class Sampler:
                 "tps": None if commit_rate is None or rollback_rate is None else round(commit_rate + rollback_rate, 3),
             }
         )
+        self._databases = sample["databases"]
         self.facts = {
             "available": True,
             "start_time": row["start_time"],

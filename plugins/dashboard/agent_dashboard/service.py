@@ -18,6 +18,9 @@ from agent_core.errors import HTTPError
 
 from .sampler import Sampler
 
+#: Seconds agent_startup waits for the first sample (PostgreSQL hung: the agent starts anyway).
+FIRST_SAMPLE_WAIT = 1.0
+
 _instances: dict[int, Dashboard] = {}
 _instances_lock = threading.Lock()
 
@@ -65,7 +68,11 @@ class Dashboard:
         self.sampler = Sampler(agent, self.interval, self.history_length)
 
     def start(self) -> None:
+        """Start the sampler and give it a moment for its first sample, so
+        that the history is not empty when the HTTP server opens (the
+        temboard UIs render the page from its last sample)."""
         self.sampler.start()
+        self.sampler.first.wait(timeout=FIRST_SAMPLE_WAIT)
 
     def stop(self) -> None:
         self.sampler.stop()

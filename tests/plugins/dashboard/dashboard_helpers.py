@@ -3,6 +3,7 @@ the shape of a sample, field by field (contract: temboard-9-ui.md, "Pages")."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from agent_core.testing import KEY, wait_for
@@ -98,3 +99,24 @@ def check_sample(sample: dict[str, Any]) -> None:
     assert is_number(sample["timestamp"])
     check_postgres(sample)
     check_local_system(sample)
+
+
+def ui_tps(samples, last=None):
+    """updateTps(): commits and rollbacks per second between samples, from the
+    top-level ``timestamp`` and the cumulative counters, rounded up."""
+    points = []
+    if len(samples) > 1:
+        last, samples = samples[0], samples[1:]
+    for datum in samples:
+        duration = datum["timestamp"] - last["timestamp"]
+        if duration == 0:
+            continue
+        db, before = datum["databases"], last["databases"]
+        points.append(
+            (
+                math.ceil((db["total_commit"] - before["total_commit"]) / duration),
+                math.ceil((db["total_rollback"] - before["total_rollback"]) / duration),
+            )
+        )
+        last = datum
+    return points, last

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dashboard_helpers import CPU, MEMORY, check_postgres, get, samples_until
+from dashboard_helpers import CPU, MEMORY, check_postgres, get, samples_until, ui_tps
 
 from agent_core.cluster import Cluster
 from agent_core.testing import throwaway_cluster
@@ -54,13 +54,18 @@ def test_postgresql_down_is_sampled_and_the_routes_still_answer(make_agent, plug
     history = samples_until(running, lambda h: h[-1]["postgres"]["available"] is False)
     down = history[-1]
     assert down["postgres"]["error"], down
-    for field in ("buffers", "hitratio", "active_backends", "max_connections", "databases", "tps"):
+    for field in ("buffers", "hitratio", "active_backends", "max_connections", "tps"):
         assert down[field] is None, (field, down)
+    # databases: the last known, read when PostgreSQL last answered, without rates
+    known = [s for s in history if s["postgres"]["available"]][-1]["databases"]
+    assert down["databases"] == {**known, "commits_per_sec": None, "rollbacks_per_sec": None}
+    points, _ = ui_tps(history)  # the 9.x UI's TPS chart still draws across the outage
+    assert len(points) == len(history) - 1 and points[-1] == (0, 0)
     assert down["pg_local"] is True, "the last known locality is kept"
     assert down["memory"]["total_bytes"] > 0  # the host is still sampled
     assert any(s["postgres"]["available"] for s in history), "the history keeps the samples before"
     latest = get(running, "/dashboard")  # no PostgreSQL behind any of the three routes
-    assert latest["postgres"]["available"] is False and latest["databases"] is None
+    assert latest["postgres"]["available"] is False and latest["databases"]["timestamp"] == known["timestamp"]
     assert latest["status"]["postgres"]["status"] == "unavailable"
     assert latest["status"]["postgres"]["start_time"] is not None, "what was known is kept"
     assert get(running, "/dashboard/config")["history_length"] == 150

@@ -21,6 +21,14 @@ def test_config_names_the_interval_and_history_length(make_agent, plugin):
     assert get(defaults, "/dashboard/config") == {"scheduler_interval": 2, "history_length": 150}
 
 
+def test_the_history_has_a_sample_when_the_agent_starts_serving(make_agent, plugin):
+    """The temboard UIs render the page from the history's last sample."""
+    running = make_agent(plugins={"dashboard": plugin})  # default interval: 2 s
+    history = get(running, "/dashboard/history")
+    assert len(history) == 1
+    check_sample(history[0])
+
+
 def test_history_and_latest_sample_field_by_field(dashboard_agent):
     history = samples_until(dashboard_agent, lambda h: len(h) >= 3)
     for sample in history:

@@ -4,32 +4,9 @@ of temboard 9.0.1). Unsigned here, with the agent key."""
 
 from __future__ import annotations
 
-import math
-
-from dashboard_helpers import get, is_number, samples_until
+from dashboard_helpers import get, is_number, samples_until, ui_tps
 
 from agent_core.testing import wait_for
-
-
-def ui_tps(samples, last=None):
-    """updateTps(): commits and rollbacks per second between samples, from the
-    top-level ``timestamp`` and the cumulative counters, rounded up."""
-    points = []
-    if len(samples) > 1:
-        last, samples = samples[0], samples[1:]
-    for datum in samples:
-        duration = datum["timestamp"] - last["timestamp"]
-        if duration == 0:
-            continue
-        db, before = datum["databases"], last["databases"]
-        points.append(
-            (
-                math.ceil((db["total_commit"] - before["total_commit"]) / duration),
-                math.ceil((db["total_rollback"] - before["total_rollback"]) / duration),
-            )
-        )
-        last = datum
-    return points, last
 
 
 def ui_update_dashboard(data):
