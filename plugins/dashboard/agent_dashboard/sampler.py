@@ -220,7 +220,8 @@ class Sampler:
         else:
             sample["postgres"] = {"available": True, "error": None}
             self._postgres(sample, row, at)
-        local = self._locality()
+        # PostgreSQL unreachable: no second attempt to reach it, the last known locality
+        local = self._locality() if sample["postgres"]["available"] else self._local
         sample["pg_local"] = local
         if local:
             cpu = self._read_cpu()
