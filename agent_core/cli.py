@@ -302,7 +302,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--home", default=".demo", help="directory for the demo's files (default: %(default)s)")
     s.add_argument("--port", type=int, default=2345, help="agent port (default: %(default)s)")
-    s.add_argument("--plugins", default="activity,maintenance", help="plugins to enable (default: %(default)s)")
+    s.add_argument(
+        "--plugins", default="activity,maintenance,dashboard", help="plugins to enable (default: %(default)s)"
+    )
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -84,6 +84,7 @@ Try:
   curl -s -X POST {url}/maintenance/demo/schema/public/table/city/vacuum \\
        -H "X-Session: $SESSION" -d '{{"mode": "analyze"}}'
   curl -s {url}/maintenance/vacuum/scheduled -H "X-Session: $SESSION"
+  curl -s "{url}/dashboard?key={key}"
 
 Press Ctrl-C to stop (the cluster is removed).""",
             flush=True,

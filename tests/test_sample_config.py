@@ -15,7 +15,7 @@ SAMPLE = ROOT / "conf" / "pgwarden.conf"
 
 def plugin_schemas():
     out = []
-    for name in ("activity", "maintenance"):
+    for name in ("activity", "maintenance", "dashboard"):
         module = pytest.importorskip(
             f"agent_{name}.plugin", reason=f"plugin {name} not installed (pip install -e plugins/{name})"
         )
@@ -53,7 +53,7 @@ def test_every_core_option_is_in_the_operator_guide():
 
 
 def test_sample_config_passes_check_config():
-    plugin_schemas()  # both plugins installed
+    plugin_schemas()  # the plugins installed
     res = subprocess.run(
         [sys.executable, "-m", "agent_core.cli", "-c", str(SAMPLE), "check-config"],
         capture_output=True,
@@ -61,4 +61,4 @@ def test_sample_config_passes_check_config():
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    assert "plugins: activity, maintenance" in res.stdout
+    assert "plugins: activity, maintenance, dashboard" in res.stdout

@@ -34,6 +34,7 @@ DOCS = ROOT / "docs" / "plugins"
 IN_REPO = {
     "activity": "agent_activity.plugin",
     "maintenance": "agent_maintenance.plugin",
+    "dashboard": "agent_dashboard.plugin",
     "hello": "agent_hello.plugin",
 }
 

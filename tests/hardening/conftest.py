@@ -1,4 +1,4 @@
-"""Fixtures of the hardening suites: an agent with both plugins on the
+"""Fixtures of the hardening suites: an agent with the in-repo plugins on the
 session's throwaway cluster, an ``admin`` (alice) and a ``read`` user (dash),
 and the agent's log captured as text."""
 
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import agent_activity.plugin as activity_plugin
+import agent_dashboard.plugin as dashboard_plugin
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.auth import UsersFile
 from agent_core.testing import (
@@ -30,7 +31,7 @@ from agent_core.testing import (
     wait_for,
 )
 
-PLUGINS = {"activity": activity_plugin, "maintenance": maintenance_plugin}
+PLUGINS = {"activity": activity_plugin, "maintenance": maintenance_plugin, "dashboard": dashboard_plugin}
 USERS = {"alice": PASSWORD, "dash": (PASSWORD, "read")}
 
 
