@@ -277,12 +277,24 @@ def notifications(request: Request) -> Any:
         if not page.cursor.isdigit() or len(page.cursor) > 18:
             raise paging.bad_cursor()
         before = int(page.cursor)
-    entries, next_id = list_notifications(request.agent.store, page.limit, before)
+    entries, next_id = visible_notifications(request, page.limit, before)
+    return paging.answer(request, entries, page.limit, None if next_id is None else str(next_id))
+
+
+def visible_notifications(
+    request: Request, limit: int, before: int | None = None
+) -> tuple[list[dict[str, str]], int | None]:
+    """The audit log as the client of ``request`` may see it (other users
+    ``(hidden)`` for a read user unless ``[agent] read_role_sees_details``):
+    at most ``limit`` entries, newest first, older than entry ``before``;
+    with the id to pass as ``before`` for the next ones (None: no more).
+    For plugins that show the audit log in their own answers (the dashboard)."""
+    entries, next_id = list_notifications(request.agent.store, limit, before)
     if not sees_details(request):
         for entry in entries:
             if entry["username"] != request.requester:
                 entry["username"] = HIDDEN_USER
-    return paging.answer(request, entries, page.limit, None if next_id is None else str(next_id))
+    return entries, next_id
 
 
 NOTIFICATIONS_OPENAPI = {

@@ -63,7 +63,7 @@ def dashboard(request: Request) -> dict[str, Any]:
     instance = service.get(request.agent)
     sample = instance.sampler.latest() or empty_sample(instance.sampler.clock())
     try:
-        notifications = core.notifications(request)[:NOTIFICATIONS]
+        notifications = core.visible_notifications(request, NOTIFICATIONS)[0]
     except StoreUnavailable as e:  # the figures are still worth answering
         log.warning("dashboard without notifications: %s", e)
         notifications = []
