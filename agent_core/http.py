@@ -352,7 +352,11 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     app.default_error_handler = _error_handler  # type: ignore[method-assign]
     routes = [*core_routes, *((route, False) for route in plugin_routes)]
     for route, public in routes:
-        app.route(route.path, method=route.method, callback=_guard(agent, route, public))
+        callback = _guard(agent, route, public)
+        app.route(route.path, method=route.method, callback=callback)
+        if not public and route.method == "GET" and route.path.count("/") == 1 and len(route.path) > 1:
+            # a plugin's top page also with a trailing slash (the temboard UI asks GET /maintenance/)
+            app.route(route.path + "/", method="GET", callback=callback)
     app.config["pgwarden.routes"] = routes  # what GET /openapi.json describes
 
     return app
