@@ -163,7 +163,8 @@ class Agent:
         for task in self.plugins.tasks(self):
             self.scheduler.register(task)
         routes = self.plugins.routes(self)
-        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"])
+        tops = [route.path + "/" for route in routes if route.method == "GET" and route.path.count("/") == 1]
+        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"], tops)
         self.plugins.startup(self)
 
     def start(self) -> None:

@@ -352,11 +352,7 @@ def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_ro
     app.default_error_handler = _error_handler  # type: ignore[method-assign]
     routes = [*core_routes, *((route, False) for route in plugin_routes)]
     for route, public in routes:
-        callback = _guard(agent, route, public)
-        app.route(route.path, method=route.method, callback=callback)
-        if not public and route.method == "GET" and route.path.count("/") == 1 and len(route.path) > 1:
-            # a plugin's top page also with a trailing slash (the temboard UI asks GET /maintenance/)
-            app.route(route.path + "/", method="GET", callback=callback)
+        app.route(route.path, method=route.method, callback=_guard(agent, route, public))
     app.config["pgwarden.routes"] = routes  # what GET /openapi.json describes
 
     return app
@@ -381,9 +377,11 @@ def loggable(text: str) -> str:
 class Middleware:
     """Adds Server and CORS headers to every response and logs one line per request."""
 
-    def __init__(self, app: Callable[..., Any], cors_origin: str):
+    def __init__(self, app: Callable[..., Any], cors_origin: str, slash_paths: Iterable[str] = ()):
         self.app = app
         self.cors_origin = cors_origin
+        #: ``/<plugin>/`` paths routed as ``/<plugin>`` (a plugin's top page; the temboard UI asks GET /maintenance/)
+        self.slash_paths = frozenset(slash_paths)
 
     def _preflight(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """CORS preflight: any path, no authentication, no body."""
@@ -406,6 +404,8 @@ class Middleware:
         seen: dict[str, str] = {}
         if environ.get("REQUEST_METHOD") == "OPTIONS":
             return self._preflight(environ, start_response)
+        if environ.get("PATH_INFO") in self.slash_paths:
+            environ["PATH_INFO"] = environ["PATH_INFO"][:-1]  # REQUEST_URI keeps the raw target (signatures)
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen["status"] = status.split(" ", 1)[0]
