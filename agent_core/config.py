@@ -263,7 +263,7 @@ def signing_schema() -> SectionSchema:
             "replay_cache_size",
             int,
             50000,
-            "Request ids remembered within max_age to refuse replays (about 150 bytes each).",
+            "Request ids remembered within max_age to refuse replays (about 210 bytes each).",
             minimum=100,
         ),
     ):
