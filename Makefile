@@ -25,6 +25,7 @@ test: venv
 	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
 	$(PY) bench/hostile.py --smoke  # service beside hostile peers, in seconds; asserts no timing
 	$(PY) bench/dashboard.py --smoke  # dashboard request, sampler and history costs, ~6 s; asserts no timing
+	$(PY) bench/signing.py --smoke  # signature verification and replay cache figures; asserts no timing
 
 # make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
 # (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)

@@ -30,24 +30,23 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import psutil
 import sqlalchemy as sa
 
-from . import __version__, openapi, paging, redaction
+from . import __version__, discovery, openapi, paging, redaction
 from .auth import Auth, UsersFile
-from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, validate
+from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, signing_schema, validate
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
-from .http import Middleware, Request, build_app
+from .http import INVALID_SIGNATURE, Middleware, Request, build_app, json_response
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
 from .scheduler import Scheduler
 from .server import Server
+from .signing import Signing
 from .store import Store, add_notifications, list_notifications
 
 log = logging.getLogger("pgwarden")
@@ -71,10 +70,12 @@ def load(
         # sections of plugins not loaded (disabled, or failed above) are not checked
         ignored = [name for name in [*installed(), *enabled] if name not in modules]
     else:
-        ignored = [name for name in raw.sections if name not in modules and name not in ("agent", "postgresql")]
+        ignored = [
+            name for name in raw.sections if name not in modules and name not in ("agent", "postgresql", "signing")
+        ]
         ignored = [name for name in ignored if name in installed()]
     plugins = Plugins(modules)
-    schemas = [agent_schema(), postgresql_schema(), *plugins.config_schemas()]
+    schemas = [agent_schema(), postgresql_schema(), signing_schema(), *plugins.config_schemas()]
     try:
         config = validate(raw, schemas, environ, ignored_sections=ignored)
     except ConfigError as e:
@@ -129,6 +130,8 @@ class Agent:
             login_concurrency=settings["login_concurrency"],
             login_failures=settings["login_failures"],
         )
+        self.signing = Signing(config.section("signing"), listen=self._listening)
+        self.status_facts = discovery.StatusFacts(self)
         self.scheduler = Scheduler(
             self.store,
             self,
@@ -141,6 +144,12 @@ class Agent:
         self.server: Server | None = None
         self.app: Any = None
         self._started = False
+
+    def _listening(self) -> tuple[list[str], int]:
+        """The listen addresses and port (what a signed Host must name)."""
+        if self.server is None:
+            return list(self.config.agent["address"]), int(self.config.agent["port"])
+        return list(self.server.addresses), self.server.port
 
     @classmethod
     def from_config(
@@ -159,7 +168,8 @@ class Agent:
         for task in self.plugins.tasks(self):
             self.scheduler.register(task)
         routes = self.plugins.routes(self)
-        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"])
+        tops = [route.path + "/" for route in routes if route.method == "GET" and route.path.count("/") == 1]
+        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"], tops)
         self.plugins.startup(self)
 
     def start(self) -> None:
@@ -252,10 +262,15 @@ HIDDEN_USER = "(hidden)"
 def sees_details(request: Request) -> bool:
     """Whether the client is shown the instance's details: the data directory
     in GET /discover, other users' names in GET /notifications. Users of the
-    ``admin`` role and the agent key (temboard registers an agent with
-    GET /discover and the key alone, and keeps ``pg_data``) always; users of
+    ``admin`` role, the agent key and signed requests (temboard registers an
+    agent with GET /discover and the key or its signature alone, and keeps
+    ``pg_data``) always; users of
     the ``read`` role only with ``[agent] read_role_sees_details``."""
-    return request.role == "admin" or request.auth == "key" or request.agent.config.agent["read_role_sees_details"]
+    return (
+        request.role == "admin"
+        or request.auth in ("key", "signature")
+        or request.agent.config.agent["read_role_sees_details"]
+    )
 
 
 def notifications(request: Request) -> Any:
@@ -321,13 +336,33 @@ NOTIFICATIONS_OPENAPI = {
 NOTIFICATIONS_OPENAPI = paging.openapi(NOTIFICATIONS_OPENAPI)
 
 
-def status(request: Request) -> dict[str, Any]:
-    """GET /status (public): version, uptime in seconds, liveness. 200."""
-    return {"alive": True, "version": __version__, "uptime": round(time.time() - request.agent.started_at, 3)}
+def status(request: Request) -> Any:
+    """GET /status (public): version, uptime in seconds, liveness. 200.
+
+    With signed requests enabled (``[signing] public_key``), also the
+    temboard UI 9.x objects ``postgres``, ``temboard`` and ``system``
+    (``postgres.pending_restart``: the UI's "restart needed" banner) and the
+    ``X-TemBoard-Discover-ETag`` header (:mod:`agent_core.discovery`).
+    """
+    agent = request.agent
+    body: dict[str, Any] = {"alive": True, "version": __version__, "uptime": round(time.time() - agent.started_at, 3)}
+    if not agent.signing.enabled:
+        return body
+    facts = agent.status_facts.get()
+    body.update(discovery.status_nested(agent, facts, agent.started_at))
+    response = json_response(body)
+    if facts and facts.get("etag"):
+        response.set_header("X-TemBoard-Discover-ETag", facts["etag"])
+    return response
 
 
-def discover(request: Request) -> dict[str, Any]:
+def discover(request: Request) -> Any:
     """GET /discover: host and PostgreSQL facts. 200; 401; 406; 503 PostgreSQL down.
+
+    Signed requests (the temboard UI 8.0 and later) get the nested 9.x
+    document with an ``ETag`` and ``signature_status`` (``valid``, or
+    ``invalid`` with no facts when the signature is refused); every other
+    client (sessions, the agent key: the temboard UI 7.11) the flat 7.x one.
 
     ``pg_local`` says whether PostgreSQL runs on the agent's host and
     ``pg_local_reason`` why (see :meth:`Postgres.locality`). When it does not
@@ -338,34 +373,24 @@ def discover(request: Request) -> dict[str, Any]:
     PostgreSQL does not show ``data_directory`` to).
     """
     agent = request.agent
-    rows = agent.postgres.query(
-        "SELECT current_setting('server_version_num')::int AS num, version() AS summary,"
-        " current_setting('server_version') AS version, current_setting('port')::int AS port,"
-        " current_setting('block_size')::int AS block_size,"
-        # pg_settings leaves out what the role may not read (current_setting() would raise)
-        " (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory') AS data"
-    )
-    pg = rows[0]
+    if request.auth == INVALID_SIGNATURE:
+        return json_response(discovery.invalid_document())
+    pg = discovery.postgres_facts(agent)
     locality = agent.postgres.locality()
     reason = locality.reason
     if not locality.local:
         reason += ": PostgreSQL's host cannot be read from here, so its CPU, memory and per-process metrics are null"
-    return {
-        "hostname": socket.getfqdn(),
-        "cpu": os.cpu_count() if locality.local else None,
-        "memory_size": psutil.virtual_memory().total if locality.local else None,
-        "pg_local": locality.local,
-        "pg_local_reason": reason,
-        "pg_port": pg["port"],
-        "pg_version": pg["version"],
-        "pg_version_num": pg["num"],
-        "pg_version_summary": pg["summary"],
-        "pg_data": pg["data"] if sees_details(request) else None,
-        "pg_block_size": pg["block_size"],
-        "instance": agent.config.postgresql["instance"],
-        "plugins": agent.plugin_names,
-        "agent_version": __version__,
-    }
+    if request.auth != "signature":
+        return discovery.flat(agent, pg, locality.local, reason, sees_details(request))
+    document = discovery.nested(agent, pg, locality.local, reason)
+    tag = discovery.etag(document)
+    if not sees_details(request):
+        document["postgres"]["data_directory"] = None
+        document["temboard"]["configfile"] = None
+    document["signature_status"] = "valid"
+    response = json_response(document)
+    response.set_header("ETag", tag)
+    return response
 
 
 def core_routes() -> list[tuple[Route, bool]]:

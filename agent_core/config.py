@@ -250,6 +250,62 @@ def agent_schema() -> SectionSchema:
     return s
 
 
+def _user_roles(value: list[str]) -> list[str]:
+    from .hookspecs import ROLES
+    from .signing import parse_user_roles
+
+    parse_user_roles(value, ROLES)
+    return value
+
+
+def signing_schema() -> SectionSchema:
+    """``[signing]``: signed requests of the temboard UI 8.0 and later (:mod:`agent_core.signing`)."""
+    from .hookspecs import ROLES
+
+    s = SectionSchema("signing")
+    for opt in (
+        Option(
+            "public_key",
+            str,
+            None,
+            "PEM file of the temboard UI's RSA public key (pgwarden fetch-key writes it); unset: signed requests off.",
+        ),
+        Option(
+            "role",
+            str,
+            "read",
+            "Role of signed requests (none refuses them); the UI enforces its own permissions on top.",
+            choices=(*ROLES, "none"),
+        ),
+        Option(
+            "user_roles",
+            list,
+            [],
+            "Roles per UI user (X-TemBoard-User), as user:role pairs, comma separated"
+            " (e.g. alice:admin, temboard:read).",
+            validator=_user_roles,
+        ),
+        Option(
+            "hosts",
+            list,
+            [],
+            "Host names or addresses (host or host:port) the UI may sign for besides the listen addresses"
+            " (DNS names, NAT).",
+        ),
+        Option("max_age", int, 300, "Seconds a signed request stays valid after its date.", validator=_positive),
+        Option("clock_skew", int, 60, "Seconds a signed request's date may be ahead of the agent's clock.", minimum=0),
+        Option(
+            "replay_cache_size",
+            int,
+            50000,
+            "Request ids remembered within max_age to refuse replays (about 210 bytes each).",
+            minimum=100,
+        ),
+    ):
+        s.add(opt)
+    return s
+
+
 def postgresql_schema() -> SectionSchema:
     s = SectionSchema("postgresql")
     for opt in (
@@ -541,6 +597,14 @@ def validate(
         if agent.get("session_idle") and agent.get("session_lifetime"):
             if agent["session_idle"] > agent["session_lifetime"]:
                 problems.append("agent.session_idle: must not exceed agent.session_lifetime")
+    signing = values.get("signing", {})
+    if signing.get("public_key"):
+        from .signing import read_public_key
+
+        try:
+            read_public_key(signing["public_key"])
+        except ValueError as e:
+            problems.append(f"signing.public_key: {e} (pgwarden fetch-key <ui-url> writes a valid one)")
     if problems:
         raise ConfigError(problems)
     return Config(values, by_name, raw.path)

@@ -113,7 +113,8 @@ def exposed_files(config: Any, raw: Any) -> list[str]:
     """Files of this configuration that other OS users can read or write:
     the config file (when it sets a secret, or when it is writable by
     others), the users file, the SQLite store and its -wal/-shm files, the
-    TLS private key, the log file."""
+    TLS private key, the log file; and the signing public key when others
+    can write it."""
     out = []
     if raw.path:
         held = secrets_in(raw, config.schemas.values())
@@ -135,6 +136,14 @@ def exposed_files(config: Any, raw: Any) -> list[str]:
         reason = exposure(tls_key, "TLS private key")
         if reason:
             out.append(reason)
+    public_key = config.section("signing").get("public_key")
+    if public_key and _writable_by_others(public_key):
+        # readable by all is fine (a public key); writable lets another user sign as the UI
+        mode = stat.S_IMODE(os.stat(public_key).st_mode)
+        out.append(
+            f"{public_key} (signing public key: who can replace it can sign requests as the UI) has mode"
+            f" {mode:04o}: writable by other users; chmod 644 {public_key}"
+        )
     log_file = config.agent.get("log_file")
     if log_file and log_file not in ("stderr", "syslog"):
         reason = exposure(log_file, "log file")

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import bottle
 import psycopg2.errors
@@ -29,6 +29,7 @@ from . import __version__, paging
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
 from .redaction import redact_target
+from .signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -37,7 +38,17 @@ log = logging.getLogger("pgwarden.http")
 access_log = logging.getLogger("pgwarden.access")
 
 KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
-ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
+#: Headers that mark a request as signed (temboard UI 8.0 and later): judged by its signature alone.
+SIGNED_MARKERS = (SIGNATURE_HEADER, "X-TemBoard-Date", "X-TemBoard-Request-Id")
+ALLOWED_HEADERS = (
+    "X-Session, Content-Type, "
+    + ", ".join(KEY_HEADERS)
+    + ", X-TemBoard-Signature, X-TemBoard-Date, X-TemBoard-Request-Id, X-TemBoard-User"
+)
+#: Routes that answer a refused signature with a document saying so (the UI's registration reads it).
+SIGNATURE_TOLERANT = {("GET", "/discover")}
+#: ``Request.auth`` of a request whose signature was refused on a :data:`SIGNATURE_TOLERANT` route.
+INVALID_SIGNATURE = "invalid-signature"
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
@@ -46,8 +57,9 @@ INTERNAL_ERROR = "Internal server error; see the agent's log."
 class Request:
     """What a view receives: the parsed request and who made it.
 
-    ``username`` is the session's user, or None when authenticated by the
-    agent key (``auth == "key"``) or on a public route.
+    ``username`` is the session's user, the UI user named by a signed
+    request (``auth == "signature"``, ``X-TemBoard-User``), or None when
+    authenticated by the agent key (``auth == "key"``) or on a public route.
     """
 
     def __init__(
@@ -71,7 +83,8 @@ class Request:
 
     @property
     def requester(self) -> str:
-        """Who asked, for records: the user name, or ``key`` for the agent key."""
+        """Who asked, for records: the user name (of a session, or the UI user of a
+        signed request), or ``key`` for the agent key."""
         return self.username or (self.auth or "anonymous")
 
     def header(self, name: str) -> str | None:
@@ -87,7 +100,12 @@ class Request:
         return self._json
 
 
-def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
+def request_body(raw: bottle.BaseRequest, limit: int) -> bytes:
+    """The exact body bytes (read once, kept in the environ: the signature
+    check and the view both read them). 413 beyond ``limit``."""
+    cached = raw.environ.get("pgwarden.body")
+    if cached is not None:
+        return bytes(cached)
     length = raw.content_length
     if length > limit:
         raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
@@ -103,6 +121,12 @@ def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
         data = raw.body.read(limit + 1)
     if len(data) > limit:
         raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
+    raw.environ["pgwarden.body"] = data
+    return bytes(data)
+
+
+def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
+    data = request_body(raw, limit)
     if not data.strip():
         return {}
     try:
@@ -123,7 +147,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
+def json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
     response = bottle.HTTPResponse(body=json.dumps(value, default=str), status=status)
     response.content_type = "application/json"
     return response
@@ -140,17 +164,52 @@ def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[
     valid). Otherwise the ``X-Session`` header must hold a valid session (406
     when missing or malformed, 401 when unknown or expired).
 
+    A request carrying a signature header (:data:`SIGNED_MARKERS`) is judged
+    by its signature alone, on every route (:mod:`agent_core.signing`: 400
+    malformed, 403 not valid); a session or key beside it is ignored. Its
+    role is ``[signing] role`` or the UI user's in ``[signing] user_roles``.
+
     Then the role must hold the route's permission (``Route.needs``): 403
     naming it otherwise. The key has the ``read`` role, or ``admin`` with
     ``[agent] key_writes``.
     """
     username, how, role = _identify(agent, raw, route.key)
+    if role == NO_ROLE:
+        raise HTTPError(403, f"Permission denied: signed requests of UI user {username!r} are refused ([signing]).")
     if route.needs not in ROLES[role]:
-        who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
+        if how == "signature":
+            who = f"signed requests of UI user {username!r} have the {role!r} role ([signing])"
+        else:
+            who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
         raise HTTPError(
             403, f"Permission denied: {route.method} {route.path} needs the {route.needs!r} permission; {who}."
         )
     return username, how, role
+
+
+def is_signed(raw: bottle.BaseRequest) -> bool:
+    """Whether the request carries a signature header (and is judged by it)."""
+    return any(_header(raw, name) is not None for name in SIGNED_MARKERS)
+
+
+def _signed(agent: Agent, raw: bottle.BaseRequest) -> tuple[str, str, str]:
+    """(UI user, ``signature``, role) of a valid signed request; SignatureRefused otherwise."""
+    environ = raw.environ
+    method = raw.method
+    target = environ.get("REQUEST_URI") or (
+        quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()")
+        + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
+    )
+    headers = {
+        "host": environ.get("HTTP_HOST"),
+        "content-type": environ.get("CONTENT_TYPE"),
+        "content-length": environ.get("CONTENT_LENGTH"),
+    }
+    for name in ("X-TemBoard-Date", "X-TemBoard-Request-Id", "X-TemBoard-User", SIGNATURE_HEADER):
+        headers[name.lower()] = _header(raw, name)
+    body = request_body(raw, agent.config.agent["max_body"])
+    signer = agent.signing.verify(method, target, headers, body)
+    return signer.user, "signature", signer.role
 
 
 def _header(raw: bottle.BaseRequest, name: str) -> str | None:
@@ -163,6 +222,8 @@ def _header(raw: bottle.BaseRequest, name: str) -> str | None:
 
 
 def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str, str]:
+    if is_signed(raw):
+        return _signed(agent, raw)
     session = _header(raw, "X-Session")
     key = None
     if key_allowed:
@@ -228,7 +289,13 @@ def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
             if public:
                 username, how, role = None, None, None
             else:
-                username, how, role = _authenticate(agent, raw, route)
+                try:
+                    username, how, role = _authenticate(agent, raw, route)
+                except SignatureRefused as refused:
+                    if (route.method, route.path) not in SIGNATURE_TOLERANT:
+                        raise
+                    log.info("signature refused on %s %s: %s", route.method, route.path, refused.message)
+                    username, how, role = None, INVALID_SIGNATURE, None
             params = exact_wildcards(raw.environ, route.path, params)
             result = view(Request(agent, raw, username, how, role), **params)
         except HTTPError as e:
@@ -250,7 +317,7 @@ def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
             return json_error(500, INTERNAL_ERROR)
         if isinstance(result, bottle.HTTPResponse):
             return result
-        return _json_response(result)
+        return json_response(result)
 
     wrapper.__name__ = getattr(view, "__name__", "view")
     wrapper.__doc__ = view.__doc__
@@ -310,9 +377,11 @@ def loggable(text: str) -> str:
 class Middleware:
     """Adds Server and CORS headers to every response and logs one line per request."""
 
-    def __init__(self, app: Callable[..., Any], cors_origin: str):
+    def __init__(self, app: Callable[..., Any], cors_origin: str, slash_paths: Iterable[str] = ()):
         self.app = app
         self.cors_origin = cors_origin
+        #: ``/<plugin>/`` paths routed as ``/<plugin>`` (a plugin's top page; the temboard UI asks GET /maintenance/)
+        self.slash_paths = frozenset(slash_paths)
 
     def _preflight(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """CORS preflight: any path, no authentication, no body."""
@@ -335,6 +404,8 @@ class Middleware:
         seen: dict[str, str] = {}
         if environ.get("REQUEST_METHOD") == "OPTIONS":
             return self._preflight(environ, start_response)
+        if environ.get("PATH_INFO") in self.slash_paths:
+            environ["PATH_INFO"] = environ["PATH_INFO"][:-1]  # REQUEST_URI keeps the raw target (signatures)
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen["status"] = status.split(" ", 1)[0]

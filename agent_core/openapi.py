@@ -201,6 +201,8 @@ STATUS = {
             "type": "object",
             "required": ["alive", "version", "uptime"],
             "properties": {"alive": {"type": "boolean"}, "version": _STRING, "uptime": {"type": "number"}},
+            "description": "With [signing] public_key set, also the temboard UI 9.x objects postgres, temboard"
+            " and system, and the X-TemBoard-Discover-ETag header (docs/api-core.md).",
         }
     )
 }
@@ -210,6 +212,8 @@ DISCOVER = {
         **ok(
             {
                 "type": "object",
+                "description": "The flat 7.x document, to sessions and the agent key. A signed request (temboard UI"
+                " 8.0 and later) gets the nested 9.x document instead (docs/api-core.md).",
                 "required": ["hostname", "pg_port", "pg_version", "plugins", "agent_version"],
                 "properties": {
                     "hostname": _STRING,

@@ -35,7 +35,18 @@ trace_log = logging.getLogger("pgwarden.hooks")
 
 GROUP = "pgwarden"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = ("agent", "postgresql", "login", "logout", "profile", "status", "discover", "notifications", "core")
+RESERVED = (
+    "agent",
+    "postgresql",
+    "signing",
+    "login",
+    "logout",
+    "profile",
+    "status",
+    "discover",
+    "notifications",
+    "core",
+)
 TRACE_ENV = "PGWARDEN_TRACE_HOOKS"
 
 

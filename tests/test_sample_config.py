@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from agent_core.config import SectionSchema, agent_schema, postgresql_schema
+from agent_core.config import SectionSchema, agent_schema, postgresql_schema, signing_schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "conf" / "pgwarden.conf"
@@ -38,7 +38,7 @@ def sample_keys():
 
 def test_every_option_is_in_the_sample_config():
     keys = sample_keys()
-    for schema in (agent_schema(), postgresql_schema(), *plugin_schemas()):
+    for schema in (agent_schema(), postgresql_schema(), signing_schema(), *plugin_schemas()):
         missing = set(schema.options) - keys.get(schema.name, set())
         assert not missing, f"conf/pgwarden.conf [{schema.name}] lacks {sorted(missing)}"
         unknown = keys.get(schema.name, set()) - set(schema.options)
@@ -47,7 +47,7 @@ def test_every_option_is_in_the_sample_config():
 
 def test_every_core_option_is_in_the_operator_guide():
     guide = (ROOT / "docs" / "operator-guide.md").read_text()
-    for schema in (agent_schema(), postgresql_schema()):
+    for schema in (agent_schema(), postgresql_schema(), signing_schema()):
         for key in schema.options:
             assert f"`{key}`" in guide, f"docs/operator-guide.md lacks [{schema.name}] {key}"
 

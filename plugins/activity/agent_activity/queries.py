@@ -43,6 +43,7 @@ def _columns(activity: str = "a", database: str = "d") -> sql.Composed:
        {a}.datname AS database,
        {a}.usename AS "user",
        host({a}.client_addr) AS client,
+       {a}.application_name,
        {a}.state,
        CASE WHEN {seen} THEN {a}.query END AS query,
        CASE WHEN {seen} THEN {a}.wait_event_type IS NOT DISTINCT FROM 'Lock' END AS waiting,

@@ -148,6 +148,7 @@ ROW = {
     "database": _STR0,
     "user": _STR0,
     "client": _STR0,
+    "application_name": _STR0,
     "cpu": _NUM0,
     "memory": _NUM0,
     "read_s": _STR0,

@@ -146,6 +146,7 @@ class Activity:
             "database": decode(r["database"]),
             "user": decode(r["user"]),
             "client": decode(r["client"]),
+            "application_name": decode(r["application_name"]),
             **metrics.as_dict(),
             "wait": None if r["waiting"] is None else "Y" if r["waiting"] else "N",
             "duration": r["duration"],

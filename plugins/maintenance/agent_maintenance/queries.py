@@ -374,7 +374,11 @@ SELECT n.oid AS schema_oid,
           AND c.relpersistence <> 't') AS table_oid,
        (SELECT c.oid FROM pg_catalog.pg_class c
         WHERE c.relnamespace = n.oid AND c.relname = %(index)s AND c.relkind IN ('i', 'I')
-          AND c.relpersistence <> 't') AS index_oid
+          AND c.relpersistence <> 't') AS index_oid,
+       (SELECT t.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+        WHERE c.relnamespace = n.oid AND c.relname = %(index)s AND c.relkind IN ('i', 'I')
+          AND c.relpersistence <> 't') AS index_table
 FROM pg_catalog.pg_namespace n
 WHERE n.nspname = %(schema)s AND n.nspname <> 'pg_toast' AND n.nspname !~ '^pg_(toast_)?temp_'
 """

@@ -92,11 +92,13 @@ def _lookup(conn: Any, dbname: str, schema: str, table: str | None = None, index
 
 def check_target(
     request: Request, dbname: str, schema: str | None = None, table: str | None = None, index: str | None = None
-) -> None:
-    """404 unless the database (and the schema, table or index) exists."""
+) -> dict[str, Any] | None:
+    """404 unless the database (and the schema, table or index) exists; what
+    was found (``index_table``: the table of the index)."""
     with database(request, dbname) as conn:
         if schema is not None:
-            _lookup(conn, dbname, schema, table, index)
+            return _lookup(conn, dbname, schema, table, index)
+    return None
 
 
 # -- reads ------------------------------------------------------------------------
@@ -239,10 +241,14 @@ def _submit(
         when = parse_datetime(body.get("datetime"))
     except ValueError:
         raise MalformedParameter("datetime") from None
-    check_target(request, dbname, schema, table, index)
+    found = check_target(request, dbname, schema, table, index)
+    params: dict[str, Any] = {"mode": mode}
+    if index is not None and found is not None:
+        # the index's table, for listings (the UI's table page filters the schema's REINDEX listing by table)
+        params["table"] = found["index_table"]
     op_id = request.agent.scheduler.submit(
         f"maintenance.{verb}",
-        {"mode": mode},
+        params,
         run_at=when,
         dbname=dbname,
         schema=schema,
@@ -284,6 +290,8 @@ def entries(request: Request, ops: list[Operation]) -> list[dict[str, Any]]:
     out = []
     for op in ops:
         entry = op.to_dict()
+        if entry["table"] is None and op.index is not None:
+            entry["table"] = op.params.get("table")  # an index's REINDEX: its table
         entry["mode"] = op.params.get("mode")
         entry["progress"] = running.get(op.id)
         out.append(entry)

@@ -13,6 +13,7 @@ FIELDS = {
     "database",
     "user",
     "client",
+    "application_name",
     "cpu",
     "memory",
     "read_s",

@@ -22,7 +22,10 @@ def test_lists_idle_and_active_client_backends(activity_agent, api, backends, pg
     sleeper = backends.run(f"SELECT pg_sleep(60) AS sleeper_{unique}")
     backends.wait_state(sleeper.pid)
     time.sleep(0.3)  # the sleep has run for a while: it is the longest running query
-    tcp = backends.idle(f"SELECT 'tcp {unique}'")
+    tcp_conn = backends.open(application_name=f"app {unique}")
+    with tcp_conn.cursor() as cur:
+        cur.execute(f"SELECT 'tcp {unique}'")
+    tcp = tcp_conn
     unix = backends.idle(f"SELECT 'unix {unique}'", unix=True)
 
     res = api.get("/activity")
@@ -40,6 +43,7 @@ def test_lists_idle_and_active_client_backends(activity_agent, api, backends, pg
     assert idle["database"] == "postgres"
     assert idle["user"] == "postgres"
     assert idle["client"] == "127.0.0.1"
+    assert idle["application_name"] == f"app {unique}"
     assert idle["state"] == "idle"
     assert idle["query"] == f"SELECT 'tcp {unique}'"
     assert idle["wait"] == "N"

@@ -14,7 +14,7 @@ from agent_activity import queries
 from agent_activity.service import root_blockers
 from agent_activity.settings import OPTIONS
 from agent_core.agent import Agent
-from agent_core.config import RawConfig, SectionSchema, agent_schema, postgresql_schema, validate
+from agent_core.config import RawConfig, SectionSchema, agent_schema, postgresql_schema, signing_schema, validate
 from agent_core.errors import StartupError
 from agent_core.plugins import installed
 from agent_core.testing import KEY, Client, agent_config
@@ -71,7 +71,10 @@ def test_sample_config_documents_every_option():
     agent_activity.plugin.agent_add_config(schema=schema)
     assert set(raw.sections["activity"]) == set(schema.options)
     config = validate(
-        raw, [agent_schema(), postgresql_schema(), schema], {}, ignored_sections=["maintenance", "dashboard"]
+        raw,
+        [agent_schema(), postgresql_schema(), signing_schema(), schema],
+        {},
+        ignored_sections=["maintenance", "dashboard"],
     )
     assert config.section("activity") == {o.name: o.default for o in OPTIONS}, "the sample shows the defaults"
     text = SAMPLE_CONFIG.read_text()
