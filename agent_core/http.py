@@ -28,11 +28,11 @@ import psycopg2.errors
 from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from . import __version__
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
+from .tls import PgwardenSSLAdapter
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -446,7 +446,7 @@ class Server:
         server.ConnectionClass = _Connection
         server.max_request_header_size = MAX_HEADER_BYTES
         if self.tls:
-            adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
+            adapter = PgwardenSSLAdapter(settings["tls_cert"], settings["tls_key"])  # not cheroot's: it leaks (tls.py)
             verify = settings.get("tls_client_verify", "none")
             if verify != "none":
                 adapter.context.load_verify_locations(settings["tls_ca"])
