@@ -37,12 +37,15 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
     return [BODY]
 
 
-def serve(variant: str, cert: str, key: str, threads: int, trim: float) -> None:
+def serve(variant: str, cert: str, key: str, threads: int, trim: float, ka_limit: int) -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cheroot import wsgi
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
     server = wsgi.Server(("127.0.0.1", 0), app, numthreads=threads, timeout=30)
+    # cheroot keeps at most 10 idle keep-alive connections (HTTPServer.keep_alive_conn_limit):
+    # past that it answers "Connection: close", and the client's next request needs a new handshake
+    server.keep_alive_conn_limit = ka_limit
     if variant == "builtin":
         server.ssl_adapter = BuiltinSSLAdapter(cert, key)
     elif variant == "fixed":
@@ -139,10 +142,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="RSS printed this many times")
     p.add_argument("--trim", type=float, default=0, help="malloc_trim(0) every this many seconds")
     p.add_argument("--key-type", default="rsa:2048", help="or ec (P-256)")
+    p.add_argument("--ka-limit", type=int, default=10, help="cheroot's keep_alive_conn_limit (its default: 10)")
     p.add_argument("--serve", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        serve(args.variant, *args.serve, args.threads, args.trim)
+        serve(args.variant, *args.serve, args.threads, args.trim, args.ka_limit)
         return
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
@@ -158,7 +162,9 @@ def main() -> None:
         )  # fmt: skip
         cmd = [sys.executable, __file__, "--variant", args.variant, "--threads", str(args.threads)]
         server = subprocess.Popen(
-            [*cmd, "--trim", str(args.trim), "--serve", cert, key], stdout=subprocess.PIPE, text=True
+            [*cmd, "--trim", str(args.trim), "--ka-limit", str(args.ka_limit), "--serve", cert, key],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert server.stdout is not None
