@@ -26,10 +26,10 @@ from typing import Any
 from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .front import BufferedInput, FrontManager, Limits, Output, Peer
 from .http import SERVER
+from .tls import PgwardenSSLAdapter
 
 log = logging.getLogger("pgwarden.http")
 
@@ -188,9 +188,10 @@ class Server:
         self.servers: list[_WSGIServer] = []
         self._threads: list[threading.Thread] = []
 
-    def _adapter(self) -> BuiltinSSLAdapter:
+    def _adapter(self) -> PgwardenSSLAdapter:
         settings = self.settings
-        adapter = BuiltinSSLAdapter(settings["tls_cert"], settings["tls_key"])
+        # not cheroot's BuiltinSSLAdapter: its environ leaks ~1 KB per TLS connection (agent_core/tls.py)
+        adapter = PgwardenSSLAdapter(settings["tls_cert"], settings["tls_key"])
         context = adapter.context
         # no renegotiation: a client could otherwise make the agent redo
         # handshakes on one connection at will (CPU)
@@ -202,7 +203,7 @@ class Server:
             context.verify_mode = ssl.CERT_REQUIRED if verify == "required" else ssl.CERT_OPTIONAL
         return adapter
 
-    def _server(self, address: str, port: int, adapter: BuiltinSSLAdapter | None) -> _WSGIServer:
+    def _server(self, address: str, port: int, adapter: PgwardenSSLAdapter | None) -> _WSGIServer:
         settings = self.settings
         server = _WSGIServer(
             (address, port),

@@ -155,6 +155,7 @@ def load(
     method: str = "GET",
     body: Any = None,
     warmup: int = 2,
+    close: bool = False,
 ) -> dict[str, Any]:
     """One run of the load process (``bench/load.py``) against ``agent``, with
     the agent's CPU seconds per request measured around it."""
@@ -168,6 +169,7 @@ def load(
         "requests": requests,
         "seconds": seconds,
         "warmup": warmup,
+        "close": close,
     }
     cpu0 = agent.cpu_s()
     peak = PeakRss(agent)

@@ -5,19 +5,23 @@ reads one JSON job on stdin, writes one JSON result on stdout::
 
     {"url": "https://127.0.0.1:2345", "paths": ["/profile"], "method": "GET",
      "headers": {"X-Session": "..."}, "body": null, "concurrency": 8,
-     "requests": 2000, "seconds": 10, "warmup": 20}
+     "requests": 2000, "seconds": 10, "warmup": 20, "close": false}
 
 Each client is one asyncio task holding one connection (TLS when the URL is
 https, certificate not verified) and sending requests one after the other,
 the paths taken in turn. The run stops after ``requests`` requests or
 ``seconds`` seconds, whichever comes first; ``warmup`` requests per client
-are sent before and not counted. Every answer other than 2xx is an error (the
+are sent before and not counted. With ``"close": true`` every request says
+``Connection: close`` (one connection, and TLS handshake, per request, as the
+temboard UI does). Every answer other than 2xx is an error (the
 first few are kept with their text); a broken connection is an error too and
 is reopened.
 
 Result: latencies in ms (p50, p95, p99, max), requests/s, errors, the
 slowest connection set-up (``connect_max_ms``: a listen backlog overflow
-shows as a 1 s or 3 s stall there) and the load process's own CPU seconds.
+shows as a 1 s or 3 s stall there), the connections reopened after the
+server closed them (``reconnects``, warm-up included) and the load
+process's own CPU seconds.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def build_requests(job: dict[str, Any], host: str) -> list[bytes]:
     data = b"" if body is None else json.dumps(body).encode()
     out = []
     for path in job["paths"]:
-        lines = [f"{job.get('method', 'GET')} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+        connection = "close" if job.get("close") else "keep-alive"  # close: one connection per request
+        lines = [f"{job.get('method', 'GET')} {path} HTTP/1.1", f"Host: {host}", f"Connection: {connection}"]
         lines += [f"{k}: {v}" for k, v in job.get("headers", {}).items()]
         if body is not None:
             lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
@@ -178,6 +183,9 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "rps": done / elapsed if elapsed > 0 else None,
         "connect_max_ms": max(ms for c in conns for ms in c.connect_ms),
+        # connections opened again after the server closed them (Connection: close, or broken): each
+        # one a new TCP and, over https, TLS handshake (cheroot closes keep-alive connections past its limit)
+        "reconnects": sum(len(c.connect_ms) - 1 for c in conns),
         "load_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 3),
     }
 

@@ -60,13 +60,19 @@ class Plan:
     due: int = 8
     kept: int = 100_000  # operations kept in the store, listed page by page
     soak: float = 600.0
+    ratio: tuple[int, float] = (20000, 10.0)  # TLS vs plain, GET /profile at 32 keep-alive clients
+    tls_soak: int = 1_000_000  # TLS memory soak: mixed TLS requests after the warm-up
+    tls_soak_warmup: int = 20000
 
 
 FULL_PLAN = Plan()
 SMOKE_PLAN = Plan(
     clients=(1, 8), light=(40, 2.0), heavy=(16, 2.0), wide=(2, 10.0), floor_n=5, wide_floor_n=2,
-    logins=3, pending=20, due=2, kept=2000, soak=3.0,
+    logins=3, pending=20, due=2, kept=2000, soak=3.0, ratio=(200, 2.0), tls_soak=400, tls_soak_warmup=100,
 )  # fmt: skip
+RATIO_ROUTE = "GET /profile"
+#: the TLS memory soak's share of requests sent one connection per request (a TLS handshake each)
+TLS_SOAK_CLOSE_SHARE = 0.25
 
 APP_SCHEMA = "shop"
 TARGETS = [("app", APP_SCHEMA), ("wide", "public"), ("many", "s_000")]
@@ -308,6 +314,84 @@ class Harness:
         finally:
             agent.stop()
 
+    # -- TLS against plain, side by side; TLS memory --------------------------------
+
+    def ratio_suite(self) -> None:
+        """The same route (``GET /profile``, a session) at 32 keep-alive clients
+        on a fresh plain agent and a fresh TLS agent, one after the other: TLS
+        requests/s over plain. ``reconnects``: keep-alive connections the agent
+        closed (cheroot keeps at most 10 idle ones), each a new handshake."""
+        out: dict[str, Any] = {"route": RATIO_ROUTE, "clients": 32}
+        for tls in (False, True):
+            agent = AgentProcess(self.cluster, tls=tls)
+            try:
+                run = self.run(agent, tls, RATIO_ROUTE, 32, self.plan.ratio, agent.session(), variant="side by side")
+                out["tls" if tls else "plain"] = {k: run[k] for k in ("rps", "p50", "p99", "reconnects", "errors")}
+                out["tls" if tls else "plain"]["agent_cpu_ms_per_request"] = run["agent_cpu_ms_per_request"]
+            finally:
+                agent.stop()
+        plain, tls_rps = out["plain"]["rps"], out["tls"]["rps"]
+        out["ratio"] = tls_rps / plain if plain and tls_rps else None
+        self.report["tls_ratio"] = out
+        print(
+            f"  {RATIO_ROUTE} x32 keep-alive: plain {plain or 0:.0f} req/s, TLS {tls_rps or 0:.0f} req/s,"
+            f" TLS/plain {out['ratio'] or 0:.2f}; reconnects plain {out['plain']['reconnects']},"
+            f" TLS {out['tls']['reconnects']}",
+            flush=True,
+        )
+
+    def tls_memory_suite(self) -> None:
+        """RSS of a fresh TLS agent after a warm-up, then after ``tls_soak``
+        mixed TLS requests (``GET /profile`` and ``GET /status``): three
+        quarters on 8 keep-alive connections, a quarter one connection (one
+        handshake) per request, in alternating chunks; growth in MB and bytes
+        per request. Bounded by the request count only (a million takes about
+        40 minutes here: 200,000 took 8)."""
+        plan = self.plan
+        agent = AgentProcess(self.cluster, tls=True)
+        paths = ["/profile", "/status"]
+        try:
+            session = agent.session()
+
+            def mixed(n: int) -> None:
+                close_n = int(n * TLS_SOAK_CLOSE_SHARE)
+                for count, clients, close in ((n - close_n, 8, False), (close_n, 4, True)):
+                    if count:
+                        result = load(agent, paths, clients, count, 10**6, session=session, warmup=0, close=close)
+                        if result["errors"]:
+                            self.report["runs"].append({"endpoint": "TLS memory soak", "variant": "", "tls": True,
+                                                        "clients": clients, **result})  # fmt: skip
+
+            mixed(plan.tls_soak_warmup)
+            before = agent.rss_mb()
+            curve = [(0, round(before, 1))]
+            chunk = max(100, min(50_000, plan.tls_soak // 10))
+            done = 0
+            while done < plan.tls_soak:
+                n = min(chunk, plan.tls_soak - done)
+                mixed(n)
+                done += n
+                curve.append((done, round(agent.rss_mb(), 1)))
+            after = agent.rss_mb()
+        finally:
+            agent.stop()
+        growth = after - before
+        self.report["tls_memory"] = {
+            "requests": done,
+            "warmup": plan.tls_soak_warmup,
+            "close_share": TLS_SOAK_CLOSE_SHARE,
+            "before_mb": round(before, 1),
+            "after_mb": round(after, 1),
+            "growth_mb": round(growth, 2),
+            "bytes_per_request": round(growth * 2**20 / done, 1) if done else None,
+            "curve": curve,
+        }
+        print(
+            f"  TLS memory: {done} mixed TLS requests after {plan.tls_soak_warmup} of warm-up:"
+            f" {before:.1f} -> {after:.1f} MB ({growth:+.2f} MB, {growth * 2**20 / max(done, 1):+.0f} bytes/request)",
+            flush=True,
+        )
+
     # -- the plain-HTTP agent: the cost of TLS ------------------------------------
 
     def plain_suite(self) -> None:
@@ -357,6 +441,13 @@ def main() -> int:
     parser.add_argument("--soak", type=float, help="soak seconds (default 600; 3 with --smoke)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"), help="directory for bench.json and bench.md")
     parser.add_argument("--results", action="store_true", help="also write bench/RESULTS.md")
+    parser.add_argument(
+        "--tls-soak",
+        type=int,
+        default=int(os.environ.get("PGWARDEN_TLS_SOAK", "0")) or None,
+        help="mixed TLS requests of the TLS memory soak (default 1,000,000; 400 with --smoke;"
+        " also PGWARDEN_TLS_SOAK); 0 skips it",
+    )
     parser.add_argument("--seed", type=float, default=0.42, help="seed of the datasets' random values")
     parser.add_argument(
         "--kept-only", action="store_true", help="only the listings of operations kept in the store (a minute)"
@@ -365,6 +456,8 @@ def main() -> int:
     plan = SMOKE_PLAN if args.smoke else FULL_PLAN
     if args.soak is not None:
         plan = Plan(**{**plan.__dict__, "soak": args.soak})
+    if args.tls_soak is not None:
+        plan = Plan(**{**plan.__dict__, "tls_soak": args.tls_soak})
     scale = SMOKE if args.smoke else FULL
     bindir = find_bindir()
     if bindir is None:
@@ -381,6 +474,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "soak_s": plan.soak,
+            "tls_soak_requests": plan.tls_soak,
             "seed": args.seed,
         },
         "datasets": {},
@@ -413,6 +507,11 @@ def main() -> int:
             harness.soak_suite()
             print("agent without TLS...", flush=True)
             harness.plain_suite()
+            print("TLS against plain, side by side...", flush=True)
+            harness.ratio_suite()
+            if plan.tls_soak:
+                print(f"fresh agent with TLS: memory over {plan.tls_soak} mixed TLS requests...", flush=True)
+                harness.tls_memory_suite()
     finally:
         if harness is not None:
             harness.conns.close()
