@@ -242,7 +242,7 @@ class _Recording:
     def __init__(self, flights: Flights, key: Hashable, flight: _Flight, body: Iterable[bytes]):
         self._flights = flights
         self._key = key
-        self._flight = flight
+        self._flight: _Flight | None = flight
         self._body = body
         self._parts: list[bytes] | None = []
         self._reserved = 0
@@ -276,14 +276,17 @@ class _Recording:
         self._ended = True
         parts, self._parts = self._parts, None
         value = tuple(parts) if complete and parts is not None else None
-        self._flights._finish(self._key, self._flight, value, self._reserved, self._reserved)
+        flight, self._flight = self._flight, None  # bottle keeps the last body per thread: hold nothing
+        assert flight is not None
+        self._flights._finish(self._key, flight, value, self._reserved, self._reserved)
         self._reserved = 0
 
     def close(self) -> None:
         try:
             self._end(False)
         finally:
-            close = getattr(self._body, "close", None)
+            body, self._body = self._body, ()
+            close = getattr(body, "close", None)
             if close is not None:
                 close()
 

@@ -179,40 +179,48 @@ def schema_chunks(name: str, batches: Iterator[list[dict[str, Any]]]) -> Iterato
     batch. Memory: one batch, whatever the size of the schema."""
     dumps = json.dumps
     head: dict[str, Any] | None = None
-    opened = False
-    indexes_opened = False
-    first = True
+    part = 0  # 1: writing the tables, 2: the indexes
+    written = False  # an entry of the current list is written: the next one needs ", "
     for rows in batches:
-        out = []
+        out: list[str] = []
+        entries: list[dict[str, Any]] = []
         for row in rows:
             if row["part"] == 1:
                 if head is None:
                     head = _totals_of(row)
-                if not opened:
                     out.append(_opening(head, name))
-                    opened = True
-                out.append(("" if first else ", ") + dumps(table_entry(row), default=str))
-                first = False
+                    part = 1
+                entries.append(table_entry(row))
             else:
-                if not opened:  # no table row: nothing to index either, but keep the shape
-                    head = totals_entry(0, 0, 0, 0, 0, None, None)
-                    out.append(_opening(head, name))
-                    opened = True
-                if not indexes_opened:
+                if part < 2:
+                    written = _flush(out, entries, written)
+                    if head is None:  # not produced by LISTING (index arrays come with tables); keep the shape
+                        head = totals_entry(0, 0, 0, 0, 0, None, None)
+                        out.append(_opening(head, name))
                     out.append('], "indexes": [')
-                    indexes_opened, first = True, True
-                for item in row["indexes"] or []:
-                    out.append(("" if first else ", ") + dumps(index_entry(item), default=str))
-                    first = False
+                    part, written = 2, False
+                entries.extend(index_entry(item) for item in row["indexes"] or [])
+        written = _flush(out, entries, written)
         if out:
             yield "".join(out).encode()
+    tail = []
     if head is None:
         head = totals_entry(0, 0, 0, 0, 0, None, None)
-    tail = [] if opened else [_opening(head, name)]
-    if not indexes_opened:
+        tail.append(_opening(head, name))
+    if part < 2:
         tail.append('], "indexes": [')
     tail.append('], "size": ' + dumps(head["total_size"]) + "}")
     yield "".join(tail).encode()
+
+
+def _flush(out: list[str], entries: list[dict[str, Any]], written: bool) -> bool:
+    """Write ``entries`` to ``out`` with one json.dumps (``[a, b]`` -> ``a, b``,
+    as the whole document writes them) and empty it; whether any is written."""
+    if not entries:
+        return written
+    out.append((", " if written else "") + json.dumps(entries, default=str)[1:-1])
+    entries.clear()
+    return True
 
 
 def _totals_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,8 @@ or :class:`psycopg2.sql.Identifier`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import json
 import logging
@@ -123,7 +125,7 @@ def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> 
     response = bottle.HTTPResponse(body=document, status=200)
     if isinstance(document, tuple):
         response.set_header("Content-Length", str(sum(len(chunk) for chunk in document)))
-        response.body = iter(document)
+        response.body = Sent(document)
     response.content_type = "application/json"
     response.set_header("Age", str(max(int(age), 0)))
     return response
@@ -224,6 +226,42 @@ def get_schema(request: Request, dbname: str, schema: str) -> bottle.HTTPRespons
     return with_age(body, age)
 
 
+class Sent:
+    """Chunks to send, forgotten once sent: bottle keeps the last response body
+    of each worker thread until its next request, which must not hold a
+    result the figures' byte bound no longer counts."""
+
+    def __init__(self, chunks: tuple[bytes, ...]):
+        self._chunks: tuple[bytes, ...] = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        self._chunks = ()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+#: Give the heap's free memory back to the system (glibc's ``malloc_trim``;
+#: nothing elsewhere). A listing's batches are freed when it ends, but glibc
+#: keeps freed pages of its per-thread arenas: without this the agent's RSS
+#: stayed 30 MB above idle after a 10,000-table listing.
+trim_heap = _malloc_trim()
+
+
 class Stream:
     """A streamed body: ``chunks``, then the resources of ``stack`` (the
     cursor's transaction, the pooled connection) released once, when the
@@ -252,11 +290,15 @@ class Stream:
         stack, self._stack = self._stack, None
         if stack is None:
             return
-        if error is None:
-            stack.close()
-        else:
-            with contextlib.suppress(BaseException):  # the original error is the one raised
-                stack.__exit__(type(error), error, error.__traceback__)
+        self._chunks = iter(())  # the last batch: not kept by bottle's per-thread response
+        try:
+            if error is None:
+                stack.close()
+            else:
+                with contextlib.suppress(BaseException):  # the original error is the one raised
+                    stack.__exit__(type(error), error, error.__traceback__)
+        finally:
+            trim_heap()
 
     def close(self) -> None:
         self._release(None)
