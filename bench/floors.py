@@ -105,15 +105,18 @@ def listing_floors(conns: Conns, dbname: str, schema: str) -> dict[str, Callable
     client-side cursor; and, for comparison, the unsorted ``RELATIONS`` rows
     the route read before it streamed."""
 
-    def oid() -> int:
-        found = mq.lookup(conns(dbname), schema)
+    def oid_on(on: Conns) -> int:
+        found = mq.lookup(on(dbname), schema)
         assert found is not None, (dbname, schema)
         return int(found["schema_oid"])
 
-    def listing() -> object:
-        conn = conns(dbname)
+    def oid() -> int:
+        return oid_on(conns)
+
+    def listing_on(on: Conns) -> object:
+        conn = on(dbname)
         fast = mq.fetch(conn, mq.CAN_READ_STATISTIC)[0]["ok"]
-        params = {"schema_oid": oid(), "table_oid": None, "details": True}
+        params = {"schema_oid": oid_on(on), "table_oid": None, "details": True}
         with conn.cursor() as cur:
             cur.execute("BEGIN")
             cur.execute(mq.STREAM_SETTINGS, ("600s",))  # the route's settings (JIT off)
@@ -122,7 +125,20 @@ def listing_floors(conns: Conns, dbname: str, schema: str) -> dict[str, Callable
             cur.execute("ROLLBACK")
             return n
 
+    def listing() -> object:
+        return listing_on(conns)
+
     def relations() -> object:
         return len(mq.relations(conns(dbname), schema_oid=oid(), details=True))
 
-    return {"listing": listing, "relations": relations}
+    def cold() -> object:
+        """The listing on a new connection, as the route runs it (connections to
+        databases other than the default are not pooled): a new backend builds
+        its catalog caches for every relation measured."""
+        fresh = Conns(conns.cluster)
+        try:
+            return listing_on(fresh)
+        finally:
+            fresh.close()
+
+    return {"listing": listing, "relations": relations, "cold": cold}
