@@ -340,6 +340,14 @@ def postgresql_schema() -> SectionSchema:
         Option("connect_timeout", int, 5, "Seconds to wait for a connection.", validator=_positive),
         Option("statement_timeout", int, 30, "Seconds a monitoring query may run.", validator=_positive),
         Option("lock_timeout", int, 5, "Seconds a monitoring query may wait for a lock.", validator=_positive),
+        Option(
+            "pool_idle",
+            float,
+            5.0,
+            "Seconds an idle pooled connection to the default database is kept (0: none kept); "
+            "connections to other databases are closed as soon as the request that needed them ends.",
+            minimum=0,
+        ),
     ):
         s.add(opt)
     return s

@@ -25,9 +25,14 @@ its processes can be read in ``/proc``), and why: see :func:`detect_local`.
 The backend pids of every connection the agent holds are in ``own_pids`` (a
 snapshot), so monitoring can leave the agent's own connections out.
 
-Idle pooled connections are closed after ``POOL_IDLE`` seconds by a reaper
-thread, so the agent does not keep a database busy (``DROP DATABASE`` would
-fail) once it stopped using it.
+Only connections to the default database (``[postgresql] dbname``) are
+pooled, and only for ``[postgresql] pool_idle`` seconds (a reaper thread
+closes older ones). A connection to any other database is closed as soon as
+the request that borrowed it returns it: an idle session in ``template1``
+makes every ``CREATE DATABASE`` of the instance fail (``source database
+"template1" is being accessed by other users``), one in any database makes
+``DROP DATABASE`` and ``ALTER DATABASE ... RENAME`` fail, so the agent never
+leaves one behind.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ log = logging.getLogger("pgwarden.postgres")
 APPLICATION_NAME = "pgwarden"
 _MAX_IDLE_PER_DB = 4
 _PING_AFTER = 2.0
-POOL_IDLE = 10.0
+#: Default of ``[postgresql] pool_idle``: seconds an idle pooled connection to the default database is kept.
+POOL_IDLE = 5.0
 #: Seconds a detected locality is trusted before it is checked again.
 LOCALITY_TTL = 60.0
 #: Names (``/proc/<pid>/comm``) a PostgreSQL server process has.
@@ -130,6 +136,12 @@ class Postgres:
     def default_dbname(self) -> str:
         return str(self.settings["dbname"])
 
+    @property
+    def pool_idle(self) -> float:
+        """Seconds an idle connection to the default database stays pooled (``[postgresql] pool_idle``)."""
+        value = self.settings.get("pool_idle")
+        return POOL_IDLE if value is None else float(value)
+
     def _params(self, dbname: str | None, application_name: str, timeouts: bool) -> dict[str, Any]:
         s = self.settings
         params: dict[str, Any] = {
@@ -177,7 +189,8 @@ class Postgres:
 
     @contextmanager
     def connect(self, dbname: str | None = None) -> Iterator[Any]:
-        """A pooled autocommit connection to ``dbname`` (default database if None).
+        """A pooled autocommit connection to ``dbname`` (default database if None):
+        one to another database is new and closed when the block ends.
 
         Use ``conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)`` for
         rows as dicts. A connection error inside the block drops the
@@ -233,7 +246,12 @@ class Postgres:
             return conn
 
     def _checkin(self, key: str, conn: Any) -> None:
-        if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        if (
+            conn.closed
+            or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            or key != self.default_dbname  # never an idle session in another database (template1...)
+            or self.pool_idle <= 0
+        ):
             self._discard(conn)
             return
         with self._lock:
@@ -247,9 +265,10 @@ class Postgres:
         self._discard(conn)
 
     def _reap(self) -> None:
-        """Close pooled connections idle for more than POOL_IDLE seconds."""
-        while not self._closed.wait(POOL_IDLE / 4):
-            self.close_idle(older_than=POOL_IDLE)
+        """Close pooled connections idle for more than ``pool_idle`` seconds."""
+        idle = self.pool_idle
+        while not self._closed.wait(max(idle / 4, 0.05)):
+            self.close_idle(older_than=idle)
 
     def close_idle(self, dbname: str | None = None, older_than: float = 0.0) -> None:
         """Close idle pooled connections (of ``dbname``, or all) idle longer than ``older_than`` s."""

@@ -81,7 +81,8 @@ class AgentProcess:
         if tls:
             cert, key = self_signed(self.home)
             agent.update(tls_cert=str(cert), tls_key=str(key))
-        postgresql = cluster.settings()
+        sections = dict(sections or {})
+        postgresql = {**cluster.settings(), **sections.pop("postgresql", {})}
         config = self.home / "pgwarden.conf"
         with open(config, "w") as f:
             for name, section in (("agent", agent), ("postgresql", postgresql), *(sections or {}).items()):

@@ -12,6 +12,11 @@
     key and one more), made by generated SQL sent in batches of 500 tables (a
     single transaction of 10,000 CREATEs would exhaust the lock table).
     ``many``: ``schemas`` schemas of three tables each.
+``huge`` (database ``huge``; full runs only, never in ``make test``)
+    ``huge_tables`` (100,000) tables of one schema shaped as ``wide``'s
+    (primary key and one more index each): a multi-tenant catalog. Made in
+    transactions of 1,000 tables (more would exhaust the lock table, 64
+    locks per connection slot by default); minutes of work.
 ``busy`` (sessions held by the harness, see :class:`Busy`)
     idle sessions, running queries and a lock chain on ``app``.
 
@@ -37,6 +42,7 @@ class Scale:
     orders: int = 300_000
     archived: int = 50_000
     wide_tables: int = 10_000
+    huge_tables: int = 100_000  # 0: no huge dataset
     many_schemas: int = 300
     idle: int = 100
     running: int = 10
@@ -44,7 +50,9 @@ class Scale:
 
 
 FULL = Scale()
-SMOKE = Scale(pgbench=1, customers=2000, orders=3000, archived=500, wide_tables=200, many_schemas=10, idle=5, running=2)
+SMOKE = Scale(pgbench=1, customers=2000, orders=3000, archived=500, wide_tables=200, many_schemas=10, idle=5, running=2,
+    huge_tables=0,
+)  # fmt: skip
 
 APP = """
 SELECT setseed(%(seed)s);
@@ -125,6 +133,25 @@ def build_wide(cluster: Cluster, scale: Scale) -> dict[str, Any]:
         "wide": _size(cluster, "wide"),
         "many": _size(cluster, "many"),
     }
+
+
+def build_huge(cluster: Cluster, tables: int, dbname: str = "huge", batch: int = 1000) -> dict[str, Any]:
+    """``tables`` tables in schema public of ``dbname``, as in ``wide``."""
+    t0 = time.perf_counter()
+    cluster.execute(f"CREATE DATABASE {dbname}")
+    for start in range(0, tables, batch):
+        cluster.execute(
+            "BEGIN;"
+            + "".join(
+                f"CREATE TABLE public.h_{i:06d} (id int PRIMARY KEY, v int, label text);"
+                f"CREATE INDEX h_{i:06d}_v ON public.h_{i:06d} (v);"
+                for i in range(start, min(start + batch, tables))
+            )
+            + "COMMIT;",
+            dbname=dbname,
+        )
+    cluster.execute("ANALYZE", dbname=dbname)
+    return {"seconds": round(time.perf_counter() - t0, 1), **_size(cluster, dbname)}
 
 
 def _size(cluster: Cluster, dbname: str) -> dict[str, Any]:

@@ -97,3 +97,48 @@ def maintenance_floors(conns: Conns, targets: list[tuple[str, str]]) -> dict[str
         out[f"/maintenance/{dbname}"] = database
         out[f"/maintenance/{dbname}/schema/{schema}"] = schema_listing
     return out
+
+
+def listing_floors(conns: Conns, dbname: str, schema: str) -> dict[str, Callable[[], object]]:
+    """The SQL floor of a streamed schema listing: its one statement
+    (``queries.LISTING``, sorted, with the totals) fetched whole by a
+    client-side cursor; and, for comparison, the unsorted ``RELATIONS`` rows
+    the route read before it streamed."""
+
+    def oid_on(on: Conns) -> int:
+        found = mq.lookup(on(dbname), schema)
+        assert found is not None, (dbname, schema)
+        return int(found["schema_oid"])
+
+    def oid() -> int:
+        return oid_on(conns)
+
+    def listing_on(on: Conns) -> object:
+        conn = on(dbname)
+        fast = mq.fetch(conn, mq.CAN_READ_STATISTIC)[0]["ok"]
+        params = {"schema_oid": oid_on(on), "table_oid": None, "details": True}
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(mq.STREAM_SETTINGS, ("600s",))  # the route's settings (JIT off)
+            cur.execute(mq.LISTING[fast], params)
+            n = len(cur.fetchall())
+            cur.execute("ROLLBACK")
+            return n
+
+    def listing() -> object:
+        return listing_on(conns)
+
+    def relations() -> object:
+        return len(mq.relations(conns(dbname), schema_oid=oid(), details=True))
+
+    def cold() -> object:
+        """The listing on a new connection, as the route runs it (connections to
+        databases other than the default are not pooled): a new backend builds
+        its catalog caches for every relation measured."""
+        fresh = Conns(conns.cluster)
+        try:
+            return listing_on(fresh)
+        finally:
+            fresh.close()
+
+    return {"listing": listing, "relations": relations, "cold": cold}

@@ -226,6 +226,28 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"{name}: {value}" for name, value in report["datasets"].items()),
         "```",
     ]
+    catalog = report.get("catalog")
+    if catalog:
+        lines += [
+            "",
+            "## Catalog size: one schema listing (streamed), agent RSS and time",
+            "",
+            "One request read whole, nothing reused; floor = the listing's one statement fetched whole by"
+            " psycopg2 on a warm connection, and on a new one (as the route runs it: only the default database's"
+            " connections are pooled); unsorted rows: what the route read before it streamed;"
+            " RSS in MB, *after* 5 s later.",
+            "",
+            "| endpoint | tables | body MB | s | floor s | ratio | new-connection floor s | ratio | unsorted rows s"
+            " | idle | peak | peak - idle | after | after vs idle |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in catalog:
+            lines.append(
+                f"| {c['endpoint']} | {c['tables']} | {c['body_mb']} | {c['seconds']} | {c['floor_s']} | {c['ratio']}"
+                f" | {c['cold_floor_s']} | {c['ratio_cold']} | {_fmt(c['unsorted_rows_floor_s'])}"
+                f" | {c['idle_mb']} | {c['peak_mb']} | {c['peak_over_idle_mb']}"
+                f" | {c['after_mb']} | {c['after_over_idle_pct']:+} % |"
+            )
     sched = report.get("scheduler")
     if sched:
         lines += [

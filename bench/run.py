@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, AgentProcess, PeakRss, load, timed
-from datasets import FULL, SMOKE, Busy, build_app, build_wide
+from catalog import measure as measure_listing
+from datasets import FULL, SMOKE, Busy, build_app, build_huge, build_wide
 from floors import Conns, activity_floors, maintenance_floors
 from report import markdown, targets
 
@@ -512,6 +513,13 @@ def main() -> int:
             if plan.tls_soak:
                 print(f"fresh agent with TLS: memory over {plan.tls_soak} mixed TLS requests...", flush=True)
                 harness.tls_memory_suite()
+            print("catalog size: one schema listing, RSS and time against its floor...", flush=True)
+            report["catalog"] = [measure_listing(cluster, harness.conns, "wide", "public")]
+            if scale.huge_tables:
+                print(f"building huge ({scale.huge_tables} tables, minutes)...", flush=True)
+                report["datasets"]["huge"] = build_huge(cluster, scale.huge_tables)
+                print(f"  {json.dumps(report['datasets']['huge'])}", flush=True)
+                report["catalog"].append(measure_listing(cluster, harness.conns, "huge", "public", unsorted=False))
     finally:
         if harness is not None:
             harness.conns.close()
@@ -527,7 +535,7 @@ def main() -> int:
     if args.results:
         (ROOT / "bench" / "RESULTS.md").write_text(text)
     print(text)
-    errors = sum(r["errors"] for r in report["runs"])
+    errors = sum(r["errors"] for r in report["runs"]) + sum(not c["status_ok"] for c in report.get("catalog", []))
     if errors:
         print(f"{errors} requests failed", file=sys.stderr)
     return 1 if errors else 0

@@ -173,23 +173,6 @@ def test_postgres_unreachable_address_is_bounded_by_connect_timeout(make_agent):
     assert_json_error(running.login().get("/discover"), 503, "PostgreSQL is unavailable")
 
 
-def test_pool_releases_idle_connections_so_databases_can_be_dropped(make_agent, pg_cluster, monkeypatch):
-    import agent_core.postgres
-    from agent_core.testing import wait_for
-
-    monkeypatch.setattr(agent_core.postgres, "POOL_IDLE", 0.4)
-    pg_cluster.execute("DROP DATABASE IF EXISTS pool_victim")
-    pg_cluster.execute("CREATE DATABASE pool_victim")
-    running = make_agent()
-    pg = running.agent.postgres
-    assert pg.query("SELECT current_database() AS d", dbname="pool_victim") == [{"d": "pool_victim"}]
-    held = pg_cluster.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pool_victim'")[0][0]
-    assert held == 1  # pooled for the next request
-    wait_for(lambda: not pg_cluster.execute("SELECT 1 FROM pg_stat_activity WHERE datname = 'pool_victim'"), timeout=10)
-    pg_cluster.execute("DROP DATABASE pool_victim")  # no FORCE needed: the agent let go
-    assert pg_cluster.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pg.own_pids),)) == []
-
-
 def test_wildcards_decoded_exactly_once(make_agent):
     """%2F is a slash inside a value, %25 a percent sign; never a separator."""
     import types

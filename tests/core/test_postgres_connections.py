@@ -192,3 +192,84 @@ def test_monitoring_timeouts_on_pooled_connections_only(make_agent):
             assert cur.fetchone() == ("0", "0")
     finally:
         pg.release(conn)
+
+
+# -- what the pool keeps: never an idle session outside the default database ------------------------
+
+
+def sessions_in(pg_cluster, dbname: str) -> int:
+    """The agent's sessions (application_name pgwarden) connected to ``dbname`` now."""
+    return pg_cluster.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'pgwarden'", (dbname,)
+    )[0][0]
+
+
+def test_a_connection_to_another_database_is_closed_when_the_request_ends(make_agent, pg_cluster, databases):
+    other = databases.create("pool_other")
+    pg = make_agent().agent.postgres
+    assert pg.query("SELECT current_database() AS d", dbname=other) == [{"d": other}]
+    # closed on return, not left for a reaper: a DROP DATABASE right now needs no FORCE
+    assert sessions_in(pg_cluster, other) == 0
+    pg_cluster.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(other)))
+    assert pg.query("SELECT 1 AS one", dbname="template1") == [{"one": 1}]
+    assert sessions_in(pg_cluster, "template1") == 0
+
+
+def test_the_default_database_is_pooled_for_pool_idle_seconds(make_agent, pg_cluster):
+    from agent_core.testing import wait_for
+
+    pg = make_agent(config={"postgresql": {"pool_idle": 0.5}}).agent.postgres
+    assert pg.pool_idle == 0.5
+    pg.query("SELECT 1")
+    own = list(pg.own_pids)
+    assert len(own) == 1  # kept for the next request
+    assert pg_cluster.execute("SELECT datname FROM pg_stat_activity WHERE pid = %s", (own[0],)) == [("postgres",)]
+    wait_for(lambda: not pg.own_pids and not sessions_in(pg_cluster, "postgres"), timeout=10)
+
+
+def test_pool_idle_zero_keeps_nothing(make_agent, pg_cluster):
+    pg = make_agent(config={"postgresql": {"pool_idle": 0}}).agent.postgres
+    assert pg.query("SELECT 2 AS two") == [{"two": 2}]
+    assert not pg.own_pids and sessions_in(pg_cluster, "postgres") == 0
+
+
+def test_pool_idle_is_validated():
+    assert problems({"pool_idle": "-1"}) == ["postgresql.pool_idle: must be at least 0"]
+    assert problems({"pool_idle": "soon"})[0].startswith("postgresql.pool_idle:")
+
+
+def test_create_database_never_fails_while_template1_is_read(make_agent, pg_cluster):
+    """Reads of template1 through the pool (what GET /maintenance/template1
+    does) in a loop, and CREATE DATABASE, which copies template1 and fails
+    when another session is connected to it for more than 5 s."""
+    import threading
+
+    pg = make_agent().agent.postgres
+    stop = threading.Event()
+    reads: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set() and len(reads) < 2000:
+            pg.query("SELECT count(*) FROM pg_catalog.pg_class", dbname="template1")
+            reads.append(1)
+            stop.wait(0.05)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    failures = []
+    try:
+        for i in range(10):
+            name = sql.Identifier(f"pool_copy_{uuid.uuid4().hex[:8]}")
+            try:
+                pg_cluster.execute(sql.SQL("CREATE DATABASE {}").format(name))
+            except psycopg2.Error as e:
+                failures.append(f"{i}: {e}".strip())
+                break
+            pg_cluster.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert reads, "the readers ran"
+    assert failures == []

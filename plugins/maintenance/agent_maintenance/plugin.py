@@ -50,6 +50,16 @@ def agent_add_config(schema: Any) -> None:
     )
     schema.add(
         Option(
+            "estimates_max_bytes",
+            int,
+            32 * 2**20,
+            "Bytes the reused figures may hold in memory, all databases and schemas together; "
+            "a schema listing larger than this is streamed to its client and not kept.",
+            minimum=0,
+        )
+    )
+    schema.add(
+        Option(
             "max_notices",
             int,
             1000,

@@ -8,7 +8,8 @@ sum of the estimates that exist, or null when none does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -102,24 +103,60 @@ def table_details(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, sizes and bloat of a set of tables (a schema, a database)."""
-    rows = list(rows)
-    stored = [r for r in rows if r["relkind"] != "p"]
-    tables = sum(int(r["table_bytes"]) for r in stored)
-    toast = sum(int(r["toast_bytes"]) for r in stored)
-    indexes = sum(int(r["index_bytes"]) for r in stored)
+class Totals:
+    """Counts, sizes and bloat of a set of tables, added one row at a time
+    (constant memory, whatever the number of tables)."""
+
+    def __init__(self) -> None:
+        self.n_tables = 0
+        self.n_indexes = 0
+        self.tables = 0
+        self.toast = 0
+        self.indexes = 0
+        self.bloat: int | None = None
+        self.index_bloat: int | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.n_tables += 1
+        self.n_indexes += int(row["n_indexes"])
+        if row["relkind"] == "p":  # its sums are its partitions', which have rows of their own
+            return
+        self.tables += int(row["table_bytes"])
+        self.toast += int(row["toast_bytes"])
+        self.indexes += int(row["index_bytes"])
+        if row["bloat_bytes"] is not None:
+            self.bloat = (self.bloat or 0) + int(row["bloat_bytes"])
+        if row["index_bloat_bytes"] is not None:
+            self.index_bloat = (self.index_bloat or 0) + int(row["index_bloat_bytes"])
+
+    def entry(self) -> dict[str, Any]:
+        return totals_entry(
+            self.n_tables, self.n_indexes, self.tables, self.toast, self.indexes, self.bloat, self.index_bloat
+        )
+
+
+def totals_entry(
+    n_tables: int, n_indexes: int, tables: int, toast: int, indexes: int, bloat: int | None, index_bloat: int | None
+) -> dict[str, Any]:
     entry = {
-        "n_tables": len(rows),
-        "n_indexes": sum(int(r["n_indexes"]) for r in rows),
+        "n_tables": n_tables,
+        "n_indexes": n_indexes,
         "tables_bytes": tables,
         "toast_bytes": toast,
         "indexes_bytes": indexes,
         "total_bytes": tables + toast + indexes,
-        "tables_bloat_bytes": _sum(r["bloat_bytes"] for r in stored),
-        "indexes_bloat_bytes": _sum(r["index_bloat_bytes"] for r in stored),
+        "tables_bloat_bytes": bloat,
+        "indexes_bloat_bytes": index_bloat,
     }
     return _with_sizes(entry, "tables", "toast", "indexes", "total", "tables_bloat", "indexes_bloat")
+
+
+def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, sizes and bloat of a set of tables (a schema, a database)."""
+    acc = Totals()
+    for row in rows:
+        acc.add(row)
+    return acc.entry()
 
 
 def schema_report(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,18 +171,83 @@ def schema_report(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return report
 
 
-def database_report(dbname: str, schemas: list[str], rows: list[dict[str, Any]], size: int) -> dict[str, Any]:
+def schema_chunks(name: str, batches: Iterator[list[dict[str, Any]]]) -> Iterator[bytes]:
+    """``GET /maintenance/<db>/schema/<schema>`` written as it is read: the
+    exact bytes of ``json.dumps(schema_report(name, rows), default=str)``
+    from the batches of rows of :data:`queries.LISTING` (tables by name,
+    each with the schema's totals, then their index arrays), one chunk per
+    batch. Memory: one batch, whatever the size of the schema."""
+    dumps = json.dumps
+    head: dict[str, Any] | None = None
+    part = 0  # 1: writing the tables, 2: the indexes
+    written = False  # an entry of the current list is written: the next one needs ", "
+    for rows in batches:
+        out: list[str] = []
+        entries: list[dict[str, Any]] = []
+        for row in rows:
+            if row["part"] == 1:
+                if head is None:
+                    head = _totals_of(row)
+                    out.append(_opening(head, name))
+                    part = 1
+                entries.append(table_entry(row))
+            else:
+                if part < 2:
+                    written = _flush(out, entries, written)
+                    if head is None:  # not produced by LISTING (index arrays come with tables); keep the shape
+                        head = totals_entry(0, 0, 0, 0, 0, None, None)
+                        out.append(_opening(head, name))
+                    out.append('], "indexes": [')
+                    part, written = 2, False
+                entries.extend(index_entry(item) for item in row["indexes"] or [])
+        written = _flush(out, entries, written)
+        if out:
+            yield "".join(out).encode()
+    tail = []
+    if head is None:
+        head = totals_entry(0, 0, 0, 0, 0, None, None)
+        tail.append(_opening(head, name))
+    if part < 2:
+        tail.append('], "indexes": [')
+    tail.append('], "size": ' + dumps(head["total_size"]) + "}")
+    yield "".join(tail).encode()
+
+
+def _flush(out: list[str], entries: list[dict[str, Any]], written: bool) -> bool:
+    """Write ``entries`` to ``out`` with one json.dumps (``[a, b]`` -> ``a, b``,
+    as the whole document writes them) and empty it; whether any is written."""
+    if not entries:
+        return written
+    out.append((", " if written else "") + json.dumps(entries, default=str)[1:-1])
+    entries.clear()
+    return True
+
+
+def _totals_of(row: dict[str, Any]) -> dict[str, Any]:
+    return totals_entry(
+        int(row["t_tables"]),
+        int(row["t_indexes"]),
+        int(row["t_table_bytes"]),
+        int(row["t_toast_bytes"]),
+        int(row["t_index_bytes"]),
+        _int(row["t_bloat_bytes"]),
+        _int(row["t_index_bloat_bytes"]),
+    )
+
+
+def _opening(head: dict[str, Any], name: str) -> str:
+    """``{<totals>, "name": ..., "tables": [`` as json.dumps writes the report."""
+    return json.dumps(head)[:-1] + ', "name": ' + json.dumps(name) + ', "tables": ['
+
+
+def database_report(dbname: str, schemas: dict[str, Totals], size: int) -> dict[str, Any]:
     """``GET /maintenance/<db>``: one entry per schema, and the database's size."""
-    by_schema: dict[str, list[dict[str, Any]]] = {name: [] for name in schemas}
-    for row in rows:
-        if row["schemaname"] in by_schema:
-            by_schema[row["schemaname"]].append(row)
-    entries = [dict(totals(by_schema[name]), name=name) for name in sorted(by_schema)]
+    entries = [dict(schemas[name].entry(), name=name) for name in sorted(schemas)]
     return {"name": dbname, "schemas": entries, "total_bytes": size, "total_size": pretty(size)}
 
 
-def database_entry(dbname: str, rows: list[dict[str, Any]], size: int) -> dict[str, Any]:
+def database_entry(dbname: str, whole: Totals, size: int) -> dict[str, Any]:
     """One database in ``GET /maintenance``; its total is ``pg_database_size``."""
-    entry = totals(rows)
+    entry = whole.entry()
     entry.update(datname=dbname, total_bytes=size, total_size=pretty(size))
     return entry

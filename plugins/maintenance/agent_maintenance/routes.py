@@ -14,9 +14,13 @@ or :class:`psycopg2.sql.Identifier`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import itertools
 import json
+import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,11 +30,13 @@ import psycopg2.errors
 from agent_core import paging
 from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
 from agent_core.hookspecs import Route
-from agent_core.http import Request
+from agent_core.http import Request, loggable
 from agent_core.scheduler import Operation
 
 from . import flight, queries, reports, tasks
 from .sizes import pretty
+
+log = logging.getLogger("pgwarden.maintenance")
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
@@ -108,29 +114,56 @@ def check_target(
 # answer's ``Age`` header gives their age in whole seconds.
 
 
-def with_age(document: dict[str, Any] | str, age: float) -> bottle.HTTPResponse:
-    """``document`` (or its JSON text) answered 200 with ``Age``: whole seconds since its figures were read."""
-    body = document if isinstance(document, str) else json.dumps(document, default=str)
-    response = bottle.HTTPResponse(body=body, status=200)
+#: Rows fetched from the server-side cursor at a time by the streamed reads.
+BATCH_ROWS = 1000
+
+
+def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> bottle.HTTPResponse:
+    """``document`` (or its JSON text, or the chunks of it) answered 200 with
+    ``Age``: whole seconds since its figures were read. Kept chunks (a tuple)
+    are sent with their Content-Length; a stream (any other iterable) without:
+    chunked to HTTP/1.1 clients, up to the connection's end to HTTP/1.0 ones."""
+    if isinstance(document, dict):
+        document = json.dumps(document, default=str).encode()
+    response = bottle.HTTPResponse(body=document, status=200)
+    if isinstance(document, tuple):
+        response.set_header("Content-Length", str(sum(len(chunk) for chunk in document)))
+        response.body = Sent(document)
     response.content_type = "application/json"
     response.set_header("Age", str(max(int(age), 0)))
     return response
 
 
+def _idle_timeout(request: Request) -> int:
+    """Seconds a streamed read's transaction may wait for its client: [postgresql] statement_timeout."""
+    return int(request.agent.config.postgresql["statement_timeout"])
+
+
 def database_figures(request: Request, dbname: str) -> tuple[dict[str, Any], float]:
-    """``({"report": GET /maintenance/<db>, "entry": its entry in GET /maintenance}, age)``."""
+    """``({"report": GET /maintenance/<db> as JSON bytes, "entry": its entry in GET /maintenance}, age)``.
+
+    The rows of every table are read from a server-side cursor in batches
+    and summed as they come (per schema and in all): memory does not grow
+    with the number of tables."""
 
     def compute() -> dict[str, Any]:
         with database(request, dbname) as conn:
-            schemas = [r["nspname"] for r in queries.fetch(conn, queries.SCHEMAS)]
-            rows = queries.relations(conn)
+            schemas = {r["nspname"]: reports.Totals() for r in queries.fetch(conn, queries.SCHEMAS)}
             size = int(queries.fetch(conn, queries.DATABASE_SIZE)[0]["bytes"])
-        return {
-            "report": reports.database_report(dbname, schemas, rows, size),
-            "entry": reports.database_entry(dbname, rows, size),
-        }
+            whole = reports.Totals()
+            with queries.relations_cursor(conn, _idle_timeout(request)) as cur:
+                for rows in queries.batches(cur, BATCH_ROWS):
+                    for row in rows:
+                        whole.add(row)
+                        if row["schemaname"] in schemas:
+                            schemas[row["schemaname"]].add(row)
+        report = json.dumps(reports.database_report(dbname, schemas, size), default=str).encode()
+        return {"report": report, "entry": reports.database_entry(dbname, whole, size)}
 
-    return flight.of(request.agent).get((dbname, None), compute)
+    def size(figures: dict[str, Any]) -> int:
+        return len(figures["report"]) + flight.json_size(figures["entry"])
+
+    return flight.of(request.agent).get((dbname, None), compute, size)  # type: ignore[no-any-return]
 
 
 def get_instance(request: Request) -> bottle.HTTPResponse:
@@ -169,18 +202,109 @@ def get_schema(request: Request, dbname: str, schema: str) -> bottle.HTTPRespons
     """GET /maintenance/<dbname>/schema/<schema>: its tables and indexes with
     sizes, bloat estimates and usage, and its size; ``Age`` header.
 
+    The listing is streamed: rows come from a server-side cursor in batches
+    and are written to the client as JSON as they come, so memory does not
+    grow with the schema. The statement (and its sort) runs completely
+    before the first batch returns, which is read before the answer starts:
+    its errors are the JSON errors below. A failure after that (the
+    connection to PostgreSQL lost) cuts the answer short: no terminating
+    chunk, connection closed, never a complete JSON document.
+
     200; 401; 403; 404 unknown database or schema; 406; 409; 503; 504 too slow or waiting for a lock.
     """
     with database(request, dbname) as conn:
         found = _lookup(conn, dbname, schema)
 
-    def compute() -> str:  # kept as JSON text: several times smaller than the objects
-        with database(request, dbname) as conn:
-            rows = queries.relations(conn, schema_oid=found["schema_oid"], details=True)
-        return json.dumps(reports.schema_report(schema, rows), default=str)
+    def start() -> Iterable[bytes]:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(database(request, dbname))
+            cur = stack.enter_context(queries.listing_cursor(conn, found["schema_oid"], _idle_timeout(request)))
+            rows = queries.batches(cur, BATCH_ROWS)
+            first = next(rows, [])  # the whole statement runs here: its errors are answered as JSON
+            chunks = reports.schema_chunks(schema, itertools.chain([first], rows))
+            return Stream(chunks, stack.pop_all(), f"GET /maintenance/{dbname}/schema/{schema}")
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    report, age = flight.of(request.agent).get((dbname, found["schema_oid"], schema), compute)
-    return with_age(report, age)
+    body, age = flight.of(request.agent).stream((dbname, found["schema_oid"], schema), start)
+    return with_age(body, age)
+
+
+class Sent:
+    """Chunks to send, forgotten once sent: bottle keeps the last response body
+    of each worker thread until its next request, which must not hold a
+    result the figures' byte bound no longer counts."""
+
+    def __init__(self, chunks: tuple[bytes, ...]):
+        self._chunks: tuple[bytes, ...] = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        self._chunks = ()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+#: Give the heap's free memory back to the system (glibc's ``malloc_trim``;
+#: nothing elsewhere). A listing's batches are freed when it ends, but glibc
+#: keeps freed pages of its per-thread arenas: without this the agent's RSS
+#: stayed 30 MB above idle after a 10,000-table listing.
+trim_heap = _malloc_trim()
+
+
+class Stream:
+    """A streamed body: ``chunks``, then the resources of ``stack`` (the
+    cursor's transaction, the pooled connection) released once, when the
+    chunks end, fail or the WSGI server closes the body (client gone). A
+    failure is logged and re-raised: cheroot then closes the connection
+    without finishing the answer."""
+
+    def __init__(self, chunks: Iterator[bytes], stack: contextlib.ExitStack, what: str):
+        self._chunks = chunks
+        self._stack: contextlib.ExitStack | None = stack
+        self._what = what
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        except GeneratorExit:
+            raise
+        except BaseException as e:
+            log.error("%s cut short, the answer is incomplete: %s", loggable(self._what), e)
+            self._release(e)
+            raise
+        finally:
+            self._release(None)
+
+    def _release(self, error: BaseException | None) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        self._chunks = iter(())  # the last batch: not kept by bottle's per-thread response
+        try:
+            if error is None:
+                stack.close()
+            else:
+                with contextlib.suppress(BaseException):  # the original error is the one raised
+                    stack.__exit__(type(error), error, error.__traceback__)
+        finally:
+            trim_heap()
+
+    def close(self) -> None:
+        self._release(None)
 
 
 def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[str, Any]:

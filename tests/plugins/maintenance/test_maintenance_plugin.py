@@ -38,11 +38,13 @@ def test_sample_config_declares_every_option(plugin: Any) -> None:
         "reindex_concurrently": True,
         "max_notices": 1000,
         "estimates_max_age": 10.0,
+        "estimates_max_bytes": 33554432,
     }
     for key, value, reason in (
         ("max_operations", "0", "must be at least 1"),
         ("lock_timeout", "-1", "must be at least 0"),
         ("estimates_max_age", "-1", "must be at least 0"),
+        ("estimates_max_bytes", "-1", "must be at least 0"),
         ("reindex_concurrently", "maybe", "expected a boolean"),
         ("nope", "1", "unknown key"),
     ):
