@@ -239,6 +239,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.home, args.port, args.plugins)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from .setup import Setup
+
+    return Setup(args).run()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pgwarden", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -329,6 +335,19 @@ def parser() -> argparse.ArgumentParser:
         "--plugins", default="activity,maintenance,dashboard", help="plugins to enable (default: %(default)s)"
     )
     s.set_defaults(func=cmd_demo)
+
+    from .setup import add_arguments
+
+    s = sub.add_parser(
+        "setup",
+        help="set up an agent for a local PostgreSQL cluster (run as root)",
+        description="Set up an agent for a PostgreSQL cluster of this host: config file, TLS certificate, "
+        "state directory owned by the cluster's OS user, admin user with a generated password (printed once), "
+        "optionally a least-privilege PostgreSQL role, and the systemd unit pgwarden@<instance>. Each step is "
+        "printed as it happens; what exists is left alone (a second run changes nothing; --force redoes it).",
+    )
+    add_arguments(s)
+    s.set_defaults(func=cmd_setup)
     return p
 
 
