@@ -114,7 +114,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .files import exposed_files
 
     config, plugins, raw = _load_raw(args)
-    open_store(config, connect=True).dispose()
+    url = config.store_url()
+    if url.startswith("sqlite:///"):
+        # never opened here: opening creates the file (and its -wal, -shm) as
+        # whoever checks, often root, and the agent's user then cannot write it
+        note = _sqlite_store_state(url[len("sqlite:///") :], config)
+        if note:
+            print(note, file=sys.stderr)
+    else:
+        open_store(config, connect=True).dispose()
     for warning in exposed_files(config, raw):  # printed; the exit status stays 0
         print(f"warning: {warning}", file=sys.stderr)
     from .postgres import check
@@ -226,6 +234,19 @@ def cmd_fetch_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sqlite_store_state(path: str, config: Any) -> str | None:
+    """A note when the SQLite store does not exist yet (``serve`` creates it);
+    ConfigError when it exists but this user cannot read and write it."""
+    key = "agent.store" if config.agent["store"] else "agent.home"
+    if not os.path.exists(path):
+        return f"note: {path} does not exist yet: 'pgwarden serve' creates it (as the user it runs as)"
+    if os.path.isdir(path):
+        raise ConfigError([f"{key}: the operations store {path!r} is a directory"])
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError([f"{key}: the operations store {path!r} is not readable and writable by this user"])
+    return None
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .config import enabled_plugins
     from .plugins import hook_arguments, hook_problems, implemented_hooks, installed, load
@@ -320,6 +341,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.home, args.port, args.plugins)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from .setup import Setup
+
+    return Setup(args).run()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pgwarden", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,8 +372,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "check-config",
         help="validate the config file and plugins, then exit",
-        description="Validate the config file and the enabled plugins, and connect to the operations "
-        "store. Prints every problem as section.key: reason and exits 2, or prints OK and exits 0. "
+        description="Validate the config file and the enabled plugins, check the operations store "
+        "(a SQLite file is checked, never created: 'serve' creates it; another store is connected to) and "
+        "PostgreSQL. Creates no file or directory. "
+        "Prints every problem as section.key: reason and exits 2, or prints OK and exits 0. "
         "Also warns (on standard error, exit status unchanged) about files other OS users can read: "
         "a config file holding the key or a password, the users file, the store, the TLS key, the log file.",
     )
@@ -426,6 +455,19 @@ def parser() -> argparse.ArgumentParser:
         "--plugins", default="activity,maintenance,dashboard", help="plugins to enable (default: %(default)s)"
     )
     s.set_defaults(func=cmd_demo)
+
+    from .setup import add_arguments
+
+    s = sub.add_parser(
+        "setup",
+        help="set up an agent for a local PostgreSQL cluster (run as root)",
+        description="Set up an agent for a PostgreSQL cluster of this host: config file, TLS certificate, "
+        "state directory owned by the cluster's OS user, admin user with a generated password (printed once), "
+        "optionally a least-privilege PostgreSQL role, and the systemd unit pgwarden@<instance>. Each step is "
+        "printed as it happens; what exists is left alone (a second run changes nothing; --force redoes it).",
+    )
+    add_arguments(s)
+    s.set_defaults(func=cmd_setup)
     return p
 
 

@@ -496,6 +496,12 @@ def _writable_dir(path: str) -> str | None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {path!r}: {parent!r} is not a writable directory"
+    try:
+        pseudo = os.statvfs(parent).f_blocks == 0  # /proc, /sys: root "may write" but nothing can be created
+    except OSError:
+        pseudo = False
+    if pseudo:
+        return f"cannot create {path!r}: {parent!r} is on a filesystem that holds no files (proc, sysfs)"
     return None
 
 

@@ -1,5 +1,6 @@
 """The sample config and the docs match the options the code declares."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -52,13 +53,27 @@ def test_every_core_option_is_in_the_operator_guide():
             assert f"`{key}`" in guide, f"docs/operator-guide.md lacks [{schema.name}] {key}"
 
 
-def test_sample_config_passes_check_config():
+def test_sample_config_passes_check_config(tmp_path):
     plugin_schemas()  # the plugins installed
+    # the sample's home is /var/lib/pgwarden: the test points it at a scratch directory
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+    env["PGWARDEN_AGENT_HOME"] = str(home)
     res = subprocess.run(
         [sys.executable, "-m", "agent_core.cli", "-c", str(SAMPLE), "check-config"],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert res.returncode == 0, res.stderr
     assert "plugins: activity, maintenance, dashboard" in res.stdout
+    assert not home.exists(), "check-config created the state directory: it only checks"
+
+
+def test_docs_stand_alone():
+    """The docs never send readers outside the repository (../shared was a
+    development directory, absent from a clone)."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = path.read_text()
+        assert "../shared" not in text and "shared/api" not in text, f"{path} points outside the repository"

@@ -347,3 +347,47 @@ def test_user_options_before_or_after_the_action(tmp_path):
     assert run_cli("user", "add", "--stdin", "erin", "--users-file", users, input="pw\n").returncode == 0
     assert run_cli("user", "list", "--users-file", users).stdout.split() == ["erin", "admin"]
     assert run_cli("user", "--users-file", users, "list").stdout.split() == ["erin", "admin"]
+
+
+def test_check_config_creates_nothing_and_serve_creates_the_store(tmp_path, pg_cluster):
+    """check-config only checks: a missing state directory is reported as to be
+    created, and stays missing; serve then creates it 0700 with the store 0600."""
+    home = tmp_path / "state" / "home"
+    conf = write_conf(
+        tmp_path,
+        f"""
+        [agent]
+        home = {home}
+        port = 0
+        [postgresql]
+        host = {pg_cluster.host}
+        port = {pg_cluster.port}
+    """,
+    )
+    res = run_cli("-c", conf, "check-config")
+    assert res.returncode == 0, res.stderr
+    assert "OK" in res.stdout
+    assert f"{home / 'pgwarden.db'} does not exist yet" in res.stderr
+    assert not (tmp_path / "state").exists(), "check-config created the state directory"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert (home / "pgwarden.db").is_file()
+    assert oct(os.stat(home).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(home / "pgwarden.db").st_mode & 0o777) == "0o600"
+    # an existing store is checked, not changed
+    before = sorted(os.listdir(home))
+    res = run_cli("-c", conf, "check-config")
+    assert res.returncode == 0 and "does not exist yet" not in res.stderr, res.stderr
+    assert sorted(os.listdir(home)) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from agent_core.testing import KEY, RunningAgent
 
-SHARED_API = Path(__file__).resolve().parents[3] / "shared" / "api"
+REFERENCE_FIELDS = Path(__file__).with_name("reference_fields.json")
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +83,9 @@ def test_key_only_where_the_route_accepts_it(full_agent):
     assert {"key": []} in doc["paths"]["/maintenance/{dbname}/vacuum"]["post"]["security"]
 
 
-def _reference_fields(name: str) -> dict[str, set[str]]:
-    """The JSON keys of the examples of an api/*.txt page, by route title."""
-    text = (SHARED_API / name).read_text()
-    out: dict[str, set[str]] = {}
-    for block in re.split(r"\n(?=(?:GET|POST|DELETE) /\S+\n)", text):
-        title = block.split("\n", 1)[0].strip()
-        if title.startswith(("GET /", "POST /", "DELETE /")):
-            out[title] = set(re.findall(r'"([a-z_]+)":', block)) - {"error"}  # errors: the Error schema
-    return out
+def _reference_fields() -> dict[str, list[str]]:
+    """The JSON keys of the temboard agent's API examples, by route ("GET /path")."""
+    return json.loads(REFERENCE_FIELDS.read_text())["routes"]
 
 
 def _schema_keys(schema: dict[str, Any], doc: dict[str, Any]) -> set[str]:
@@ -103,21 +98,16 @@ def _schema_keys(schema: dict[str, Any], doc: dict[str, Any]) -> set[str]:
     return keys
 
 
-@pytest.mark.skipif(not SHARED_API.is_dir(), reason="needs the reference API pages in shared/api")
 def test_response_fields_are_the_references(full_agent):
     """Every key of the reference's example bodies is in the documented request or 200 schema."""
     doc = full_agent.login().get("/openapi.json").json()
     checked = 0
-    for page in ("activity-api.txt", "maintenance-api.txt"):
-        for title, fields in _reference_fields(page).items():
-            method, path = title.split(" ", 1)
-            path = re.sub(r"<(\w+)>", lambda m: "{" + {"database_name": "dbname", "schema_name": "schema",
-                          "table_name": "table", "index_name": "index", "operation_id": "op_id"}[m.group(1)] + "}",
-                          path)  # fmt: skip
-            op = doc["paths"][path][method.lower()]
-            keys = _schema_keys(op["responses"]["200"]["content"]["application/json"]["schema"], doc)
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            keys |= _schema_keys(body or {}, doc)
-            assert fields <= keys, (title, fields - keys)
-            checked += 1
-    assert checked >= 20
+    for title, fields in _reference_fields().items():
+        method, path = title.split(" ", 1)
+        op = doc["paths"][path][method.lower()]
+        keys = _schema_keys(op["responses"]["200"]["content"]["application/json"]["schema"], doc)
+        body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        keys |= _schema_keys(body or {}, doc)
+        assert set(fields) <= keys, (title, set(fields) - keys)
+        checked += 1
+    assert checked >= 28
