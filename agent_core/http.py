@@ -28,16 +28,20 @@ import psycopg2.errors
 from . import __version__, paging
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
+from .metrics import PREFLIGHT, UNMATCHED, is_loopback
 from .redaction import redact_target
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .metrics import Metrics
 
 log = logging.getLogger("pgwarden.http")
 access_log = logging.getLogger("pgwarden.access")
 
 KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
-ALLOWED_HEADERS = "X-Session, Content-Type, " + ", ".join(KEY_HEADERS)
+ALLOWED_HEADERS = "X-Session, Content-Type, Authorization, " + ", ".join(KEY_HEADERS)
+#: The one route ``[agent] metrics_loopback_open`` may open to loopback clients without credentials.
+METRICS_PATH = "/metrics"
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
@@ -132,19 +136,23 @@ def _json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
 def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[str | None, str, str]:
     """The single authentication and authorisation decision. Deny by default.
 
-    Returns (username or None for the key, ``session`` or ``key``, role).
+    Returns (username or None for the key, ``session``, ``key`` or
+    ``loopback``, role).
 
     A valid ``X-Session`` is always enough to be authenticated. On a route
-    that accepts the key, a key given (``?key=`` or a key header) is enough
-    when right, and 401 ``Invalid key.`` when wrong (unless the session is
-    valid). Otherwise the ``X-Session`` header must hold a valid session (406
-    when missing or malformed, 401 when unknown or expired).
+    that accepts the key, a key given (``?key=``, a key header, or
+    ``Authorization: Bearer <key>`` as Prometheus sends it) is enough when
+    right, and 401 ``Invalid key.`` when wrong (unless the session is valid).
+    On ``GET /metrics`` alone, with ``[agent] metrics_loopback_open``, a
+    client on loopback that gives no credential at all is let in with the
+    ``read`` role. Otherwise the ``X-Session`` header must hold a valid
+    session (406 when missing or malformed, 401 when unknown or expired).
 
     Then the role must hold the route's permission (``Route.needs``): 403
     naming it otherwise. The key has the ``read`` role, or ``admin`` with
     ``[agent] key_writes``.
     """
-    username, how, role = _identify(agent, raw, route.key)
+    username, how, role = _identify(agent, raw, route.key, route.path)
     if route.needs not in ROLES[role]:
         who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
         raise HTTPError(
@@ -162,13 +170,32 @@ def _header(raw: bottle.BaseRequest, name: str) -> str | None:
         return raw.environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str, str]:
+def _bearer(raw: bottle.BaseRequest) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (any case of the scheme); None for other schemes."""
+    value = _header(raw, "Authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool, path: str = "") -> tuple[str | None, str, str]:
     session = _header(raw, "X-Session")
     key = None
     if key_allowed:
         key = raw.query.get("key")  # type: ignore[attr-defined]
         if key is None:
             key = next((_header(raw, h) for h in KEY_HEADERS if _header(raw, h) is not None), None)
+        if key is None:
+            key = _bearer(raw)
+    if (
+        key is None
+        and session is None
+        and path == METRICS_PATH
+        and agent.config.agent["metrics_loopback_open"]
+        and is_loopback(raw.environ.get("REMOTE_ADDR", ""))
+    ):
+        return None, "loopback", "read"
     if key is None:
         user, role = agent.auth.session_user(session)
         return user, "session", role
@@ -307,12 +334,31 @@ def loggable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def route_label(environ: dict[str, Any]) -> str:
+    """The template of the route that answered (``/maintenance/<dbname>``), never
+    the raw path (names would make a label value each); ``(unmatched)`` for a
+    404 or 405 of bottle's."""
+    route = environ.get("bottle.route")
+    rule = getattr(route, "rule", None)
+    return rule if isinstance(rule, str) else UNMATCHED
+
+
+#: Methods counted under their own name; any other is counted as ``other`` (a label value per junk method otherwise).
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def _method_label(environ: dict[str, Any]) -> str:
+    method = environ.get("REQUEST_METHOD", "")
+    return method if method in _METHODS else "other"
+
+
 class Middleware:
     """Adds Server and CORS headers to every response and logs one line per request."""
 
-    def __init__(self, app: Callable[..., Any], cors_origin: str):
+    def __init__(self, app: Callable[..., Any], cors_origin: str, metrics: Metrics | None = None):
         self.app = app
         self.cors_origin = cors_origin
+        self.metrics = metrics
 
     def _preflight(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """CORS preflight: any path, no authentication, no body."""
@@ -328,6 +374,8 @@ class Middleware:
         )
         target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
         access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), loggable(redact(target)))
+        if self.metrics is not None:
+            self.metrics.observe_request(PREFLIGHT, "OPTIONS", "204", 0.0)
         return []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -357,6 +405,7 @@ class Middleware:
         try:
             return self.app(environ, _start)  # type: ignore[no-any-return]
         finally:
+            elapsed = time.monotonic() - started
             target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
             path = loggable(redact(target))
             access_log.info(
@@ -365,5 +414,9 @@ class Middleware:
                 environ.get("REQUEST_METHOD"),
                 path,
                 seen.get("status", "-"),
-                (time.monotonic() - started) * 1000,
+                elapsed * 1000,
             )
+            if self.metrics is not None:
+                self.metrics.observe_request(
+                    route_label(environ), _method_label(environ), seen.get("status", "-"), elapsed
+                )
