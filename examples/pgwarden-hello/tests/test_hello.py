@@ -83,7 +83,8 @@ def test_pgwarden_plugins_lists_it(tmp_path):
     ).stdout.splitlines()
     line = next(i for i, text in enumerate(out) if text.startswith("hello "))
     assert out[line].split() == ["hello", "pgwarden-hello", "0.1.0", "enabled"]
-    assert out[line + 1].split() == ["hooks:", "agent_add_config,", "agent_register_tasks,", "agent_register_routes"]
+    hooks = ["agent_add_config,", "agent_register_tasks,", "agent_register_routes,", "agent_metrics"]
+    assert out[line + 1].split() == ["hooks:", *hooks]
 
 
 def test_a_custom_metric_in_get_metrics(make_agent, pg_cluster):
