@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import bottle
 import sqlalchemy as sa
 
 from . import __version__, discovery, openapi, paging, redaction
@@ -42,6 +43,7 @@ from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql
 from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
 from .http import INVALID_SIGNATURE, Middleware, Request, build_app, json_response
+from .metrics import Metrics
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
 from .scheduler import Scheduler
@@ -141,6 +143,9 @@ class Agent:
             retention_count=settings["scheduler_retention_count"],
             pending_max=settings["scheduler_pending_max"],
         )
+        self.metrics = Metrics(self)
+        self.auth.observe_login = self.metrics.login
+        self.scheduler.observe_end = self.metrics.operation_ended
         self.server: Server | None = None
         self.app: Any = None
         self._started = False
@@ -167,9 +172,14 @@ class Agent:
             raise _unreachable(self.config, self.store, e) from None
         for task in self.plugins.tasks(self):
             self.scheduler.register(task)
+        self.metrics.tasks_registered(self.scheduler.tasks)
         routes = self.plugins.routes(self)
         tops = [route.path + "/" for route in routes if route.method == "GET" and route.path.count("/") == 1]
-        self.app = Middleware(build_app(self, core_routes(), routes), self.config.agent["cors_origin"], tops)
+        self.app = Middleware(
+            build_app(self, core_routes(), routes), self.config.agent["cors_origin"], tops, self.metrics
+        )
+        for plugin, collector in self.plugins.metrics(self):
+            self.metrics.add_plugin_collectors(plugin, [collector])
         self.plugins.startup(self)
 
     def start(self) -> None:
@@ -393,6 +403,20 @@ def discover(request: Request) -> Any:
     return response
 
 
+def metrics(request: Request) -> bottle.HTTPResponse:
+    """GET /metrics: the Prometheus text exposition format (OpenMetrics when
+    the ``Accept`` header asks for ``application/openmetrics-text``) of the
+    agent's metrics and its plugins' (docs/metrics.md). Session, agent key
+    (``?key=``, key headers, or ``Authorization: Bearer <key>``), ``read``
+    permission; with ``[agent] metrics_loopback_open``, no credential from
+    loopback. 200; 401 invalid session or key; 406 ``X-Session`` malformed.
+    """
+    body, content_type = request.agent.metrics.render(request.header("Accept"))
+    response = bottle.HTTPResponse(body=body, status=200)
+    response.content_type = content_type
+    return response
+
+
 def core_routes() -> list[tuple[Route, bool]]:
     """(route, public) pairs of the core. Only the core can make a route public."""
     return [
@@ -404,4 +428,5 @@ def core_routes() -> list[tuple[Route, bool]]:
         (Route("GET", "/discover", discover, key=True, openapi=openapi.DISCOVER), False),
         # authenticated like /discover: the document names the enabled plugins and every route
         (Route("GET", "/openapi.json", openapi.view, key=True, openapi=openapi.OPENAPI), False),
+        (Route("GET", "/metrics", metrics, key=True, openapi=openapi.METRICS), False),
     ]

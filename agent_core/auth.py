@@ -93,7 +93,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -428,6 +428,8 @@ class Auth:
         self.slots = LoginSlots(login_concurrency)
         self._sessions: dict[str, _Session] = {}  # by token digest: read from the store lately
         self._sessions_lock = threading.Lock()
+        #: Called with ``success``, ``failure``, ``throttled`` or ``busy`` for each login (GET /metrics).
+        self.observe_login: Callable[[str], None] = lambda result: None
 
     @staticmethod
     def _digest(token: str) -> str:
@@ -440,13 +442,20 @@ class Auth:
             raise HTTPError(400, f"Parameter 'username' is too long (at most {MAX_USERNAME} characters).")
         wait = self.throttle.retry_after(username, address)
         if wait:
+            self.observe_login("throttled")
             raise HTTPError(429, "Too many failed logins: retry later.", {"Retry-After": str(wait)})
-        with self.slots.slot():
-            ok = self.users.check(username, password)
+        try:
+            with self.slots.slot():
+                ok = self.users.check(username, password)
+        except HTTPError:
+            self.observe_login("busy")
+            raise
         if not ok:
             self.throttle.failed(username, address)
+            self.observe_login("failure")
             raise HTTPError(401, "Invalid username/password.")
         self.throttle.succeeded(username, address)
+        self.observe_login("success")
         token = secrets.token_hex(32)
         stamp = now()
         with self.store.begin() as conn:

@@ -174,6 +174,21 @@ def agent_schema() -> SectionSchema:
             "Show users of the read role the data directory (GET /discover pg_data) and other users' names"
             " (GET /notifications); off: null and (hidden).",
         ),
+        Option(
+            "metrics_loopback_open",
+            bool,
+            False,
+            "Answer GET /metrics without credentials to clients on loopback (127.0.0.0/8, ::1): a Prometheus on"
+            " the same host; off: a session, the agent key or Authorization: Bearer <key>, like other reads.",
+        ),
+        Option(
+            "metrics_max_age",
+            float,
+            5.0,
+            "Seconds the live figures of GET /metrics read from PostgreSQL (reachability, backends) are reused:"
+            " at most one probe and one cheap query per plugin per interval, however often scrapes come.",
+            minimum=0,
+        ),
         Option("users", str, None, "Users file (default: <home>/users)."),
         Option("session_idle", int, 3600, "Seconds of inactivity after which a session ends.", validator=_positive),
         Option("session_lifetime", int, 86400, "Seconds after login after which a session ends.", validator=_positive),

@@ -367,7 +367,14 @@ class FrontManager:
         self.refused = RateLog(logging.WARNING)
         self.expired = RateLog(logging.INFO)
         self.starved = RateLog(logging.ERROR)
-        self.stats = {"accepted": 0, "refused_address": 0, "evicted": 0, "expired": 0, "descriptors": 0}
+        self.stats = {
+            "accepted": 0,
+            "refused_full": 0,
+            "refused_address": 0,
+            "evicted": 0,
+            "expired": 0,
+            "descriptors": 0,
+        }
 
     # -- counts, shared with the workers ------------------------------------
 
@@ -522,6 +529,7 @@ class FrontManager:
         now = time.monotonic()
         if self._open >= self.limits.max_connections and not self._evict():
             sock.close()
+            self.stats["refused_full"] += 1
             self.refused.add(f"connection refused: {self.limits.max_connections} open (max_connections)")
             return
         if not self._count_in(address):

@@ -38,6 +38,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     import sqlalchemy
+    from prometheus_client.registry import Collector
 
     from .agent import Agent
     from .config import SectionSchema
@@ -245,6 +246,28 @@ class AgentSpec:
         agent key where ``Route.key`` is true).
 
         Raising refuses start-up, naming the plugin.
+        """
+        return []
+
+    @hookspec
+    def agent_metrics(self, agent: Agent) -> list[Collector]:
+        """Return the plugin's Prometheus collectors for ``GET /metrics``.
+
+        Called once at start-up, after routes are registered and before
+        ``agent_startup``. Each collector is an object with a ``collect()``
+        method yielding ``prometheus_client`` metric families (a
+        ``prometheus_client.registry.Collector``); the core registers it on
+        the agent's own registry (never the global default one) and calls
+        ``collect()`` at every scrape, in the HTTP worker thread: keep it
+        cheap, read PostgreSQL through ``agent.metrics.live(key, compute)``
+        (computed at most once per ``[agent] metrics_max_age`` seconds).
+        Name metrics ``pg_*`` like postgres_exporter where it has the same
+        figure, ``pgwarden_<plugin>_*`` otherwise.
+
+        Raising refuses start-up, naming the plugin. A ``collect()`` that
+        raises at scrape time is logged and its metrics are left out of that
+        scrape (counted in ``pgwarden_metrics_collector_errors_total``); the
+        scrape still answers 200.
         """
         return []
 

@@ -28,11 +28,13 @@ import psycopg2.errors
 from . import __version__, paging
 from .errors import HTTPError, json_error
 from .hookspecs import ROLES, Route
+from .metrics import PREFLIGHT, UNMATCHED, is_loopback
 from .redaction import redact_target
 from .signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .metrics import Metrics
 
 log = logging.getLogger("pgwarden.http")
 access_log = logging.getLogger("pgwarden.access")
@@ -41,7 +43,7 @@ KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
 #: Headers that mark a request as signed (temboard UI 8.0 and later): judged by its signature alone.
 SIGNED_MARKERS = (SIGNATURE_HEADER, "X-TemBoard-Date", "X-TemBoard-Request-Id")
 ALLOWED_HEADERS = (
-    "X-Session, Content-Type, "
+    "X-Session, Content-Type, Authorization, "
     + ", ".join(KEY_HEADERS)
     + ", X-TemBoard-Signature, X-TemBoard-Date, X-TemBoard-Request-Id, X-TemBoard-User"
 )
@@ -49,6 +51,8 @@ ALLOWED_HEADERS = (
 SIGNATURE_TOLERANT = {("GET", "/discover")}
 #: ``Request.auth`` of a request whose signature was refused on a :data:`SIGNATURE_TOLERANT` route.
 INVALID_SIGNATURE = "invalid-signature"
+#: The one route ``[agent] metrics_loopback_open`` may open to loopback clients without credentials.
+METRICS_PATH = "/metrics"
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
@@ -156,13 +160,17 @@ def json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
 def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[str | None, str, str]:
     """The single authentication and authorisation decision. Deny by default.
 
-    Returns (username or None for the key, ``session`` or ``key``, role).
+    Returns (username or None for the key, ``session``, ``key`` or
+    ``loopback``, role).
 
     A valid ``X-Session`` is always enough to be authenticated. On a route
-    that accepts the key, a key given (``?key=`` or a key header) is enough
-    when right, and 401 ``Invalid key.`` when wrong (unless the session is
-    valid). Otherwise the ``X-Session`` header must hold a valid session (406
-    when missing or malformed, 401 when unknown or expired).
+    that accepts the key, a key given (``?key=``, a key header, or
+    ``Authorization: Bearer <key>`` as Prometheus sends it) is enough when
+    right, and 401 ``Invalid key.`` when wrong (unless the session is valid).
+    On ``GET /metrics`` alone, with ``[agent] metrics_loopback_open``, a
+    client on loopback that gives no credential at all is let in with the
+    ``read`` role. Otherwise the ``X-Session`` header must hold a valid
+    session (406 when missing or malformed, 401 when unknown or expired).
 
     A request carrying a signature header (:data:`SIGNED_MARKERS`) is judged
     by its signature alone, on every route (:mod:`agent_core.signing`: 400
@@ -173,7 +181,7 @@ def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[
     naming it otherwise. The key has the ``read`` role, or ``admin`` with
     ``[agent] key_writes``.
     """
-    username, how, role = _identify(agent, raw, route.key)
+    username, how, role = _identify(agent, raw, route.key, route.path)
     if role == NO_ROLE:
         raise HTTPError(403, f"Permission denied: signed requests of UI user {username!r} are refused ([signing]).")
     if route.needs not in ROLES[role]:
@@ -221,7 +229,16 @@ def _header(raw: bottle.BaseRequest, name: str) -> str | None:
         return raw.environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple[str | None, str, str]:
+def _bearer(raw: bottle.BaseRequest) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (any case of the scheme); None for other schemes."""
+    value = _header(raw, "Authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool, path: str = "") -> tuple[str | None, str, str]:
     if is_signed(raw):
         return _signed(agent, raw)
     session = _header(raw, "X-Session")
@@ -230,6 +247,16 @@ def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool) -> tuple
         key = raw.query.get("key")  # type: ignore[attr-defined]
         if key is None:
             key = next((_header(raw, h) for h in KEY_HEADERS if _header(raw, h) is not None), None)
+        if key is None:
+            key = _bearer(raw)
+    if (
+        key is None
+        and session is None
+        and path == METRICS_PATH
+        and agent.config.agent["metrics_loopback_open"]
+        and is_loopback(raw.environ.get("REMOTE_ADDR", ""))
+    ):
+        return None, "loopback", "read"
     if key is None:
         user, role = agent.auth.session_user(session)
         return user, "session", role
@@ -374,14 +401,39 @@ def loggable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def route_label(environ: dict[str, Any]) -> str:
+    """The template of the route that answered (``/maintenance/<dbname>``), never
+    the raw path (names would make a label value each); ``(unmatched)`` for a
+    404 or 405 of bottle's."""
+    route = environ.get("bottle.route")
+    rule = getattr(route, "rule", None)
+    return rule if isinstance(rule, str) else UNMATCHED
+
+
+#: Methods counted under their own name; any other is counted as ``other`` (a label value per junk method otherwise).
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def _method_label(environ: dict[str, Any]) -> str:
+    method = environ.get("REQUEST_METHOD", "")
+    return method if method in _METHODS else "other"
+
+
 class Middleware:
     """Adds Server and CORS headers to every response and logs one line per request."""
 
-    def __init__(self, app: Callable[..., Any], cors_origin: str, slash_paths: Iterable[str] = ()):
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        cors_origin: str,
+        slash_paths: Iterable[str] = (),
+        metrics: Metrics | None = None,
+    ):
         self.app = app
         self.cors_origin = cors_origin
         #: ``/<plugin>/`` paths routed as ``/<plugin>`` (a plugin's top page; the temboard UI asks GET /maintenance/)
         self.slash_paths = frozenset(slash_paths)
+        self.metrics = metrics
 
     def _preflight(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """CORS preflight: any path, no authentication, no body."""
@@ -397,6 +449,8 @@ class Middleware:
         )
         target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
         access_log.info('%s "OPTIONS %s" 204', environ.get("REMOTE_ADDR", "-"), loggable(redact(target)))
+        if self.metrics is not None:
+            self.metrics.observe_request(PREFLIGHT, "OPTIONS", "204", 0.0)
         return []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -428,6 +482,7 @@ class Middleware:
         try:
             return self.app(environ, _start)  # type: ignore[no-any-return]
         finally:
+            elapsed = time.monotonic() - started
             target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
             path = loggable(redact(target))
             access_log.info(
@@ -436,5 +491,9 @@ class Middleware:
                 environ.get("REQUEST_METHOD"),
                 path,
                 seen.get("status", "-"),
-                (time.monotonic() - started) * 1000,
+                elapsed * 1000,
             )
+            if self.metrics is not None:
+                self.metrics.observe_request(
+                    route_label(environ), _method_label(environ), seen.get("status", "-"), elapsed
+                )

@@ -43,6 +43,7 @@ SECURITY_SCHEMES = {
     "key": {"type": "apiKey", "in": "query", "name": "key", "description": "The agent key ([agent] key)."},
     "keyHeader": {"type": "apiKey", "in": "header", "name": "X-Pgwarden-Key"},
     "temboardKeyHeader": {"type": "apiKey", "in": "header", "name": "X-TemBoard-Agent-Key"},
+    "bearer": {"type": "http", "scheme": "bearer", "description": "The agent key, as Prometheus sends it."},
 }
 
 #: What each error status the core adds means.
@@ -110,7 +111,7 @@ def operation(route: Route, public: bool, tag: str) -> dict[str, Any]:
     else:
         op["security"] = [{"session": []}]
         if route.key:
-            op["security"] += [{"key": []}, {"keyHeader": []}, {"temboardKeyHeader": []}]
+            op["security"] += [{"key": []}, {"keyHeader": []}, {"temboardKeyHeader": []}, {"bearer": []}]
     responses = op.setdefault("responses", {})
     if not any(status.startswith("2") for status in responses):  # undescribed: any JSON
         responses["200"] = {"description": "Success.", "content": json_content({})}
@@ -242,6 +243,20 @@ DISCOVER = {
     }
 }
 OPENAPI = {"responses": ok({"type": "object", "required": ["openapi", "paths"]}, "This document.")}
+METRICS = {
+    "summary": "Prometheus metrics of the agent and its plugins (docs/metrics.md).",
+    "description": "The Prometheus text format; OpenMetrics when Accept asks for application/openmetrics-text."
+    " Prometheus authenticates with the agent key as Authorization: Bearer <key>.",
+    "responses": {
+        "200": {
+            "description": "The metrics.",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        }
+    },
+}
 
 
 def view(request: Any) -> dict[str, Any]:

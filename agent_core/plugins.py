@@ -46,6 +46,7 @@ RESERVED = (
     "discover",
     "notifications",
     "core",
+    "metrics",
 )
 TRACE_ENV = "PGWARDEN_TRACE_HOOKS"
 
@@ -276,6 +277,24 @@ class Plugins:
             seen.add(task.name)
             tasks.append(task)
         return tasks
+
+    def metrics(self, agent: Agent) -> list[tuple[str, Any]]:
+        """(plugin, collector) pairs of every plugin's ``agent_metrics``; a
+        collector without a ``collect()`` method refuses start-up."""
+        out, problems = [], []
+        for name in self.names:
+            for result in self._call(name, "agent_metrics", agent=agent):
+                if not isinstance(result, (list, tuple)):
+                    problems.append(f"plugin {name!r}: agent_metrics must return a list of collectors")
+                    continue
+                for item in result:
+                    if not callable(getattr(item, "collect", None)):
+                        problems.append(f"plugin {name!r}: agent_metrics returned {item!r}, which has no collect()")
+                        continue
+                    out.append((name, item))
+        if problems:
+            raise StartupError("\n".join(problems))
+        return out
 
     def startup(self, agent: Agent) -> None:
         """Run every plugin's start-up; if one refuses, shut down (in reverse

@@ -33,6 +33,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,8 @@ class Scheduler:
         self._stopping = False
         self._woken = False
         self._next_purge = 0.0
+        #: Called with (task, status) when an operation ends in this process (GET /metrics).
+        self.observe_end: Callable[[str, str], None] = lambda task, status: None
 
     # -- registration and lifecycle -----------------------------------
 
@@ -621,6 +624,7 @@ class Scheduler:
 
         if self._retry(f"record the end ({status}) of operation {op.id}", record):
             log.info("operation %s (%s) ended %s", op.id, op.task, status)
+        self.observe_end(op.task, status)
         with self._cond:
             self._running.pop(op.id, None)
             self._threads.pop(op.id, None)

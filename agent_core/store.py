@@ -124,13 +124,14 @@ _FAULTS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.InternalError,
 
 
 @contextmanager
-def _faults() -> Iterator[None]:
-    """Turn a failure of the store into :class:`StoreUnavailable` (logged)."""
+def _faults(store: Store) -> Iterator[None]:
+    """Turn a failure of the store into :class:`StoreUnavailable` (logged, counted in ``store.errors``)."""
     try:
         yield
     except sa.exc.SQLAlchemyError as e:
         if not isinstance(e, _FAULTS) and not getattr(e, "connection_invalidated", False):
             raise
+        store.errors += 1  # a lost increment under a race is acceptable for a metric
         cause = first_line(e)
         log.warning("operations store: %s", cause)
         raise StoreUnavailable(cause) from e
@@ -194,6 +195,8 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
+        #: Failures of the store raised as StoreUnavailable since it was opened (GET /metrics).
+        self.errors = 0
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -240,13 +243,13 @@ class Store:
         raises :class:`StoreUnavailable`, answered 503; the transaction is
         rolled back.
         """
-        with _faults(), self.engine.begin() as conn:
+        with _faults(self), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
         """A connection for reads, with failures raised as :class:`StoreUnavailable`."""
-        with _faults(), self.engine.connect() as conn:
+        with _faults(self), self.engine.connect() as conn:
             yield conn
 
     def dispose(self) -> None:

@@ -46,6 +46,7 @@ def every_hook(name, calls):
         agent_db_metadata=lambda: record("agent_db_metadata", metadata),
         agent_register_tasks=lambda agent: record("agent_register_tasks", [TaskType(f"{name}.tick", lambda ctx: 1)]),
         agent_register_routes=lambda agent: record("agent_register_routes", [Route("GET", f"/{name}", view, key=True)]),
+        agent_metrics=lambda agent: record("agent_metrics", []),
         agent_startup=lambda agent: record("agent_startup"),
         agent_shutdown=lambda agent: record("agent_shutdown"),
     )

@@ -5,7 +5,7 @@ setup.cfg names the plugin ``hello``: config section ``[hello]``, URL prefix
 
 from agent_core.hookspecs import Option, Route, TaskType, hookimpl
 
-from . import routes, tasks
+from . import metrics, routes, tasks
 
 
 @hookimpl
@@ -25,3 +25,8 @@ def agent_register_routes(agent):
 @hookimpl
 def agent_register_tasks(agent):
     return [TaskType("hello.count", tasks.count_tables, description="Count the tables of a database.")]
+
+
+@hookimpl
+def agent_metrics(agent):
+    return [metrics.Tables(agent)]

@@ -83,4 +83,16 @@ def test_pgwarden_plugins_lists_it(tmp_path):
     ).stdout.splitlines()
     line = next(i for i, text in enumerate(out) if text.startswith("hello "))
     assert out[line].split() == ["hello", "pgwarden-hello", "0.1.0", "enabled"]
-    assert out[line + 1].split() == ["hooks:", "agent_add_config,", "agent_register_tasks,", "agent_register_routes"]
+    hooks = ["agent_add_config,", "agent_register_tasks,", "agent_register_routes,", "agent_metrics"]
+    assert out[line + 1].split() == ["hooks:", *hooks]
+
+
+def test_a_custom_metric_in_get_metrics(make_agent, pg_cluster):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    running = make_agent(plugins={"hello": agent_hello.plugin})
+    res = Client(running.url).get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    assert res.status == 200, res
+    metrics = {s.name: s.value for f in text_string_to_metric_families(res.text) for s in f.samples}
+    tables = "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+    assert metrics["pgwarden_hello_tables"] == pg_cluster.execute(tables)[0][0]

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from agent_core.hookspecs import Route, hookimpl
 
-from . import routes, service, settings, store
+from . import metrics, routes, service, settings, store
 
 
 @hookimpl
@@ -25,6 +25,11 @@ def agent_db_metadata() -> sa.MetaData:
 @hookimpl
 def agent_register_routes(agent: Any) -> list[Route]:
     return routes.routes()
+
+
+@hookimpl
+def agent_metrics(agent: Any) -> list[Any]:
+    return [metrics.ActivityCollector(agent)]
 
 
 @hookimpl

@@ -98,6 +98,8 @@ class Activity:
                 f" postgresql.statement_timeout ({timeout} s), which would cancel the wait"
             )
         self.sampler = Sampler(settings["sample_interval"], self._all_pids)
+        #: Backends terminated and refused by :meth:`kill` since start (GET /metrics).
+        self.kills = {"terminated": 0, "refused": 0}
 
     def start(self) -> None:
         self.sampler.start()
@@ -364,6 +366,8 @@ class Activity:
                             result["reason"] = "PostgreSQL could not signal it"
                 results.append(result)
         killed = [r["pid"] for r in results if r["killed"]]
+        self.kills["terminated"] += len(killed)
+        self.kills["refused"] += len(results) - len(killed)
         try:
             record_results(store, requested_by, stamp, results)
         except Exception as e:  # the store failed: say what was done all the same, in a short line

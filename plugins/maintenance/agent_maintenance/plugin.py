@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_core.hookspecs import Option, Route, TaskType, hookimpl
 
-from . import routes, tasks
+from . import metrics, routes, tasks
 
 
 @hookimpl
@@ -77,3 +77,8 @@ def agent_register_tasks(agent: Any) -> list[TaskType]:
 @hookimpl
 def agent_register_routes(agent: Any) -> list[Route]:
     return routes.routes()
+
+
+@hookimpl
+def agent_metrics(agent: Any) -> list[Any]:
+    return [metrics.MaintenanceCollector(agent)]
