@@ -82,7 +82,7 @@ def test_deadlines_close_silent_trickling_and_slow_body_peers(make_agent, certs)
     """A handshake, a request head and a body each have a total deadline, not
     a per-read timeout: a peer sending a byte every 0.2 s is closed all the same."""
     running = make_agent(
-        config={"agent": {**certs, "handshake_timeout": 1, "header_timeout": 1, "body_min_rate": 1000}}
+        config={"agent": {**certs, "handshake_timeout": 2, "header_timeout": 1, "body_min_rate": 1000}}
     )
     port = port_of(running)
     silent = connect(port)

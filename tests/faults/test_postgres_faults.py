@@ -37,6 +37,7 @@ WITHOUT_POSTGRES = [
     r"GET /profile",
     r"GET /notifications",
     r"GET /openapi\.json",
+    r"GET /metrics",  # a monitoring endpoint answers, saying PostgreSQL is down (pg_up 0, checked below)
     r"GET /maintenance/(vacuum|analyze|reindex)/scheduled",
     r"DELETE /maintenance/(vacuum|analyze|reindex)/<op_id>",
 ]
@@ -66,7 +67,8 @@ def requests_for(running: Any, values: dict[str, str], ops: dict[str, str]) -> I
 
 def call(client: Client, method: str, url: str, body: Any) -> Any:
     res = client.request(method, url, json=body)
-    assert res.headers["Content-Type"].startswith("application/json"), (url, res)
+    expected = "text/plain" if url == "/metrics" else "application/json"  # Prometheus's format
+    assert res.headers["Content-Type"].startswith(expected), (url, res)
     return res
 
 
@@ -124,6 +126,7 @@ def test_every_route_while_postgresql_is_stopped_then_back(make_agent, own_clust
             assert res.status == 503, (name, res)
             assert res.json()["error"].startswith(PG_DOWN), (name, res)
     assert len(answers) >= 30  # every route of the core and both plugins was tried
+    assert "\npg_up 0.0\n" in answers["GET /metrics"].text, answers["GET /metrics"].text[-2000:]
 
     # the vacuum that fell due while PostgreSQL was down failed, saying why; it is not done
     entry = wait_for(lambda: finished(api, "vacuum", soon), timeout=30)
