@@ -102,6 +102,24 @@ class Flights:
                     del self._waiting[key]
         return "done", flight, 0.0
 
+    def _lead(self, key: Hashable) -> tuple[_Flight | None, Any, float]:
+        """``(None, value, age)`` when a result is kept or another request's
+        computation gave one (its error is raised here); ``(flight, None, 0)``
+        when this request computes: nothing kept, or the computation it waited
+        for left nothing (returned nothing, too large to record, failed or
+        abandoned while streamed)."""
+        while True:
+            how, found, age = self._join(key)
+            if how == "kept":
+                return None, found, age
+            flight: _Flight = found
+            if how == "lead":
+                return flight, None, 0.0
+            if flight.error is not None:
+                raise flight.error
+            if flight.value is not None:
+                return None, flight.value, time.monotonic() - flight.started
+
     def _finish(self, key: Hashable, flight: _Flight, value: Any = None, size: int = 0, reserved: int = 0) -> None:
         """End ``flight``: keep ``value`` (``size`` bytes, of which ``reserved``
         are already charged) when it may be kept, release the rest, wake the
@@ -130,26 +148,18 @@ class Flights:
         ``compute()`` run here. An error of the computation is raised to every
         request that waited for it, and nothing is kept. A value larger than
         ``max_bytes`` (``size(value)``) is answered but not kept."""
-        while True:
-            how, found, age = self._join(key)
-            if how == "kept":
-                return found, age
-            flight: _Flight = found
-            if how == "done":
-                if flight.error is not None:
-                    raise flight.error
-                if flight.value is not None:
-                    return flight.value, time.monotonic() - flight.started
-                continue  # the computation returned nothing: ours
-            try:
-                value = compute()
-            except BaseException as e:
-                flight.error = e
-                self._finish(key, flight)
-                raise
-            # larger than max_bytes: answered (to the waiting requests too), not kept
-            self._finish(key, flight, value, size(value) if self.max_age > 0 else 0)
-            return value, time.monotonic() - flight.started
+        flight, value, age = self._lead(key)
+        if flight is None:
+            return value, age
+        try:
+            value = compute()
+        except BaseException as e:
+            flight.error = e
+            self._finish(key, flight)
+            raise
+        # larger than max_bytes: answered (to the waiting requests too), not kept
+        self._finish(key, flight, value, size(value) if self.max_age > 0 else 0)
+        return value, time.monotonic() - flight.started
 
     def stream(
         self, key: Hashable, start: Callable[[], Iterable[bytes]]
@@ -163,24 +173,16 @@ class Flights:
         iterating, a client gone or a listing too large end the computation
         without a kept result, and the waiting requests then compute their own,
         one at a time."""
-        while True:
-            how, found, age = self._join(key)
-            if how == "kept":
-                return found, age
-            flight: _Flight = found
-            if how == "done":
-                if flight.error is not None:
-                    raise flight.error
-                if flight.value is not None:
-                    return flight.value, time.monotonic() - flight.started
-                continue  # too large to record, failed or abandoned while streamed: ours now
-            try:
-                body = start()
-            except BaseException as e:
-                flight.error = e
-                self._finish(key, flight)
-                raise
-            return _Recording(self, key, flight, body), time.monotonic() - flight.started
+        flight, kept, age = self._lead(key)
+        if flight is None:
+            return kept, age
+        try:
+            body = start()
+        except BaseException as e:
+            flight.error = e
+            self._finish(key, flight)
+            raise
+        return _Recording(self, key, flight, body), time.monotonic() - flight.started
 
     def _make_room(self, n: int) -> bool:
         """Drop least recently used kept results until ``n`` more bytes fit (lock held)."""
