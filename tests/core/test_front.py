@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent_core.auth import UsersFile
 from agent_core.peers import (
     Trickler,
     client_hello,
@@ -31,7 +27,7 @@ from agent_core.peers import (
     timed_get,
     tls_connect,
 )
-from agent_core.testing import KEY, PASSWORD, free_port, wait_for
+from agent_core.testing import KEY, wait_for
 
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
 
@@ -205,49 +201,25 @@ def test_global_limit_makes_room_by_closing_the_oldest_idle(make_agent) -> None:
         assert closed, "the oldest idle connection made room for the new client"
 
 
-def test_out_of_descriptors_backs_off_logs_once_and_recovers(pg_cluster, tmp_path: Path) -> None:
+def test_out_of_descriptors_backs_off_logs_once_and_recovers(agent_process) -> None:
     """An agent limited to 128 descriptors, flooded with 300 connections: it
     logs the condition once (no traceback per accept) and serves again once
     the flood's connections are closed at their deadline, by itself."""
-    home = tmp_path / "home"
-    home.mkdir()
-    UsersFile(str(home / "users")).set("alice", PASSWORD)
-    port = free_port()
-    conf = home / "pgwarden.conf"
-    conf.write_text(
-        f"[agent]\naddress = 127.0.0.1\nport = {port}\nhome = {home}\nkey = {KEY}\nheader_timeout = 2\n"
-        f"log_file = {home / 'agent.log'}\n"
-        f"[postgresql]\nhost = {pg_cluster.host}\nport = {pg_cluster.port}\nuser = {pg_cluster.superuser}\n"
-    )
-    pgwarden = Path(sys.executable).parent / "pgwarden"
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
-
-    proc = subprocess.Popen(
-        [str(pgwarden), "-c", str(conf), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=limit,
-    )
-    try:
-        wait_for(lambda: _answers(port), timeout=30)
-        with closing_all([]) as flood:
-            for n in range(300):
-                try:
-                    flood.append(connect(port, source(n), timeout=2))
-                except OSError:
-                    break
-            time.sleep(1)
-            wait_for(lambda: _answers(port), timeout=20)  # served again with the flood still connected
-        log = (home / "agent.log").read_text()
-        accept_lines = [line for line in log.splitlines() if "accept failed" in line]
-        assert 1 <= len(accept_lines) <= 2, accept_lines
-        assert "Too many open files" in accept_lines[0]
-        assert "Traceback" not in log
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    running = agent_process(open_files=128, header_timeout=2)
+    port = int(running.url.rsplit(":", 1)[1])
+    with closing_all([]) as flood:
+        for n in range(300):
+            try:
+                flood.append(connect(port, source(n), timeout=2))
+            except OSError:
+                break
+        time.sleep(1)
+        wait_for(lambda: _answers(port), timeout=20)  # served again with the flood still connected
+    log = running.log_text()
+    accept_lines = [line for line in log.splitlines() if "accept failed" in line]
+    assert 1 <= len(accept_lines) <= 2, accept_lines
+    assert "Too many open files" in accept_lines[0]
+    assert "Traceback" not in log
 
 
 def _answers(port: int) -> bool:

@@ -5,33 +5,13 @@ import threading
 import types
 
 import pytest
+from metrics_helpers import BEARER, value
+from metrics_helpers import scrape_text as scrape
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent_core.hookspecs import Route, TaskType, hookimpl
 from agent_core.metrics import Live, is_loopback
 from agent_core.testing import KEY, PASSWORD, wait_for
-
-BEARER = {"Authorization": f"Bearer {KEY}"}
-
-
-def samples(text):
-    """{(name, frozenset(labels.items())): value} of an exposition."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(text, name, **labels):
-    return samples(text).get((name, frozenset(labels.items())))
-
-
-def scrape(running, headers=BEARER):
-    res = running.client().get("/metrics", headers=headers)
-    assert res.status == 200, res
-    return res.text
 
 
 def view(request, name):

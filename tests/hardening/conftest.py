@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +16,11 @@ import agent_dashboard.plugin as dashboard_plugin
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.auth import UsersFile
 from agent_core.testing import (
-    KEY,
     PASSWORD,
-    Client,
     Cluster,
     Databases,
     RunningAgent,
     agent_config,
-    free_port,
-    wait_for,
 )
 
 PLUGINS = {"activity": activity_plugin, "maintenance": maintenance_plugin, "dashboard": dashboard_plugin}
@@ -99,74 +91,3 @@ def agent_log() -> Iterator[LogText]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-
-
-class AgentProcess:
-    """``pgwarden serve`` in its own process (its memory measured apart from
-    the tests'), logging at DEBUG to :attr:`log_path`."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path):
-        self.proc = proc
-        self.url = url
-        self.log_path = log_path
-
-    def client(self, **kw: Any) -> Client:
-        return Client(self.url, **kw)
-
-    def peak_rss_mb(self) -> float:
-        """The process's resident memory high-water mark (``VmHWM``), in MB."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-@pytest.fixture
-def agent_process(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """``agent_process(**agent_settings)``: ``pgwarden serve`` (core only, alice
-    an admin, the test KEY) in a subprocess on 127.0.0.1; stopped at teardown."""
-    started: list[AgentProcess] = []
-
-    def start(**settings: Any) -> AgentProcess:
-        home = tmp_path / f"home{len(started)}"
-        home.mkdir()
-        UsersFile(str(home / "users")).set("alice", PASSWORD)
-        port = free_port()
-        log_path = home / "agent.log"
-        agent = {"address": "127.0.0.1", "port": port, "home": home, "key": KEY, "log_level": "DEBUG"}
-        agent.update(log_file=log_path, **settings)
-        lines = ["[agent]", *(f"{k} = {v}" for k, v in agent.items()), "[postgresql]"]
-        lines += [f"{k} = {v}" for k, v in pg_cluster.settings().items()]
-        conf = home / "pgwarden.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        pgwarden = Path(sys.executable).parent / "pgwarden"
-        with open(home / "stdout", "wb") as out:
-            proc = subprocess.Popen([str(pgwarden), "-c", str(conf), "serve"], stdout=out, stderr=out)
-        running = AgentProcess(proc, f"http://127.0.0.1:{port}", log_path)
-        started.append(running)
-
-        def up() -> bool:
-            assert proc.poll() is None, (home / "stdout").read_text()
-            try:
-                return running.client(timeout=5).get("/status").status == 200
-            except OSError:
-                return False
-
-        wait_for(up, timeout=60)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in started:
-            if running.proc.poll() is None:
-                running.proc.send_signal(signal.SIGTERM)
-                try:
-                    running.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    running.proc.kill()
-                    running.proc.wait(10)

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_helpers import at, scrape
 
 import agent_activity.plugin as activity_plugin
-from agent_core.testing import KEY
-
-BEARER = {"Authorization": f"Bearer {KEY}"}
-
-
-def scrape(running):
-    res = running.client().get("/metrics", headers=BEARER)
-    assert res.status == 200, res
-    out = {}
-    for family in text_string_to_metric_families(res.text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def at(samples, name, **labels):
-    return samples.get((name, frozenset(labels.items())))
 
 
 def test_backends_by_state_blocked_oldest_transaction_and_kills(make_agent, databases, backends):

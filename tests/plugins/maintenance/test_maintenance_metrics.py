@@ -4,26 +4,10 @@ figures, refreshed in the background at most once per estimates_max_age."""
 from __future__ import annotations
 
 from maintenance_helpers import ONE_TABLE, run
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_helpers import at, scrape
 
 from agent_core.testing import KEY, wait_for
 from agent_maintenance import flight
-
-BEARER = {"Authorization": f"Bearer {KEY}"}
-
-
-def scrape(running):
-    res = running.client().get("/metrics", headers=BEARER)
-    assert res.status == 200, res
-    out = {}
-    for family in text_string_to_metric_families(res.text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def at(samples, name, **labels):
-    return samples.get((name, frozenset(labels.items())))
 
 
 def test_database_size_is_pg_database_size_and_bloat_is_shown(start_agent, databases, pg_cluster):
