@@ -75,7 +75,11 @@ _NO_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _WAKE = object()
 _LISTENER = object()
 
-HANDSHAKE, HEAD, BODY, IDLE, BUSY = "handshake", "head", "body", "idle", "busy"
+#: Seconds a connection answered with an error before its request was read
+#: (408, plain HTTP on the TLS port) is drained before it is closed.
+LINGER_TIME = 2.0
+
+HANDSHAKE, HEAD, BODY, IDLE, BUSY, LINGER = "handshake", "head", "body", "idle", "busy", "linger"
 
 
 @dataclass(frozen=True)
@@ -589,6 +593,8 @@ class FrontManager:
             self._handshake(peer)
         elif peer.phase in (HEAD, BODY, IDLE):
             self._read(peer)
+        elif peer.phase == LINGER:
+            self._drain(peer)
 
     def _handshake(self, peer: Peer) -> None:
         sock: Any = peer.sock
@@ -603,7 +609,9 @@ class FrontManager:
         except ssl.SSLError as e:
             if getattr(e, "reason", None) == "HTTP_REQUEST":
                 # plain HTTP on the TLS port: say so in plain HTTP (one write, never waited on)
-                self._raw_send(peer, "400 Bad Request", "This port speaks HTTPS only: use https://.")
+                self.expired.add("plain HTTP on the TLS port")
+                self._answer_and_linger(peer, "400 Bad Request", "This port speaks HTTPS only: use https://.")
+                return
             self.expired.add(f"TLS handshake failed ({getattr(e, 'reason', None) or e.__class__.__name__})")
             self._close(peer)
             return
@@ -617,11 +625,40 @@ class FrontManager:
         self._set_events(peer, selectors.EVENT_READ)
         self._read(peer)  # the request may be decrypted already
 
-    def _raw_send(self, peer: Peer, status: str, message: str) -> None:
+    def _answer_and_linger(self, peer: Peer, status: str, message: str, tls: bool = False) -> None:
+        """Send an error answer (one non-blocking write, never waited on; over
+        TLS when ``tls``, else in plain text on the raw socket), then close
+        gracefully: a close with unread bytes from the client would send a
+        reset, and the client's kernel could drop the answer before it is
+        read. So the sending side is shut and what the client still sends is
+        read and discarded until it closes, or for :data:`LINGER_TIME`."""
+        data = _json_response(status, message)
         try:
-            os.write(peer.sock.fileno(), _json_response(status, message))
-        except OSError:
-            pass
+            if tls:
+                peer.sock.send(data)
+            else:
+                os.write(peer.sock.fileno(), data)
+            socket.socket.shutdown(peer.sock, socket.SHUT_WR)  # the raw socket's, not TLS's unwrap
+        except (OSError, ssl.SSLError):
+            self._close(peer)
+            return
+        peer.phase = LINGER
+        peer.deadline = time.monotonic() + LINGER_TIME
+        peer.buf = bytearray()
+        self._set_events(peer, selectors.EVENT_READ)
+
+    def _drain(self, peer: Peer) -> None:
+        """A lingering connection: discard what arrives, close at its end."""
+        for _ in range(16):
+            try:
+                chunk = socket.socket.recv(peer.sock, READ_SIZE)  # raw bytes: never decrypted
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                break
+            if not chunk:
+                break
+        self._close(peer)
 
     def _read(self, peer: Peer) -> None:
         cap = self.limits.max_head + self.limits.max_body + 8192
@@ -778,24 +815,21 @@ class FrontManager:
 
     def _sweep(self, now: float) -> None:
         for peer in [p for p in self._front.values() if p.deadline <= now]:
+            if peer.phase == LINGER:
+                self._close(peer)  # drained long enough
+                continue
+            self.stats["expired"] += 1
             if peer.phase == HANDSHAKE:
                 self.expired.add(f"TLS handshake not complete within {self.limits.handshake_timeout:g} s")
-            elif peer.phase == IDLE:
-                pass  # an idle keep-alive connection ending is ordinary
-            else:
+            elif peer.phase in (HEAD, BODY):
                 what = "request head" if peer.phase == HEAD else "request body"
                 self.expired.add(f"{what} not received in time (header_timeout / body_min_rate)")
                 if peer.buf:
-                    self._timeout_response(peer)
-            self.stats["expired"] += 1
+                    tls = self.tls_context is not None
+                    self._answer_and_linger(peer, "408 Request Timeout", "The request was not received in time.", tls)
+                    continue
+            # an idle keep-alive connection ending is ordinary: closed without a word
             self._close(peer)
-
-    def _timeout_response(self, peer: Peer) -> None:
-        data = _json_response("408 Request Timeout", "The request was not received in time.")
-        try:
-            peer.sock.send(data)
-        except (OSError, ssl.SSLError):
-            pass
 
     def _drop_invalid(self) -> None:
         for fd, peer in list(self._front.items()):

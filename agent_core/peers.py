@@ -72,6 +72,34 @@ def closed_by_server(sock: socket.socket, within: float) -> tuple[bool, bytes]:
     return False, got
 
 
+def trickle_until_closed(sock: socket.socket, data: bytes, interval: float, within: float) -> tuple[bool, bytes]:
+    """Send ``data`` a byte every ``interval`` seconds while reading what the
+    server sends, in this one thread (an ``SSLSocket`` must not be read and
+    written from two threads at once): whether the server closed the
+    connection within ``within`` seconds, and what it sent."""
+    got = b""
+    sent = 0
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if sent < len(data):
+            try:
+                sock.send(data[sent : sent + 1])
+                sent += 1
+            except OSError:  # the server closed: read what it said
+                pass
+        sock.settimeout(interval)
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ssl.SSLWantReadError):
+            continue
+        except OSError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
 def timed_get(
     port: int, path: str, tls: bool, timeout: float = 5, headers: dict[str, str] | None = None
 ) -> tuple[int, float]:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from agent_core.peers import (
-    Trickler,
     client_hello,
     closed_by_server,
     closing_all,
@@ -26,6 +25,7 @@ from agent_core.peers import (
     source,
     timed_get,
     tls_connect,
+    trickle_until_closed,
 )
 from agent_core.testing import KEY, wait_for
 
@@ -92,13 +92,9 @@ def test_deadlines_close_silent_trickling_and_slow_body_peers(make_agent, certs)
     assert closed, "a peer stopped half-way through its handshake is closed"
     half.close()
 
-    trickle = tls_connect(port)
-    trickler = Trickler([trickle], b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 20, 0.2)
-    try:
-        closed, got = closed_by_server(trickle, within=6)
-    finally:
-        trickler.close()
-        trickle.close()
+    with closing_all([tls_connect(port)]) as (trickle,):
+        head = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 20
+        closed, got = trickle_until_closed(trickle, head, 0.2, within=6)
     assert closed, "a head trickled a byte at a time is cut at header_timeout"
     assert b"408" in got.split(b"\r\n", 1)[0]
     assert json.loads(got.split(b"\r\n\r\n", 1)[1]) == {"error": "The request was not received in time."}
@@ -107,12 +103,8 @@ def test_deadlines_close_silent_trickling_and_slow_body_peers(make_agent, certs)
     slow.sendall(
         b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n"
     )
-    trickler = Trickler([slow], b"x" * 2000, 0.2)
-    try:
-        closed, got = closed_by_server(slow, within=8)
-    finally:
-        trickler.close()
-        slow.close()
+    with closing_all([slow]):
+        closed, got = trickle_until_closed(slow, b"x" * 2000, 0.2, within=8)
     assert closed, "a body below body_min_rate is cut"
     assert b"408" in got.split(b"\r\n", 1)[0]
 
