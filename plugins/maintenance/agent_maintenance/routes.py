@@ -115,7 +115,13 @@ def check_target(
 
 
 #: Rows fetched from the server-side cursor at a time by the streamed reads.
-BATCH_ROWS = 1000
+#: Small: the Python objects of a batch (rows, entries) are what fills
+#: pymalloc's 1 MiB arenas, and an arena is given back only when every
+#: object in it is freed. With 1,000 rows, a 10,000-table listing left 6 to
+#: 10 arenas pinned by a few objects allocated meanwhile (RSS +14 % after,
+#: peak +28 MB); with 100, one (RSS +4 %, peak +15 MB), in the same time
+#: (a FETCH is one round trip on a connection already open).
+BATCH_ROWS = 100
 
 
 def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> bottle.HTTPResponse:
@@ -304,7 +310,12 @@ class Stream:
             trim_heap()
 
     def close(self) -> None:
+        """Called by the WSGI server once the answer is sent (or the client
+        went away): the release, if the chunks did not end, and a second trim
+        of the heap, after what the server freed when the stream ended (its
+        last chunks and buffers)."""
         self._release(None)
+        trim_heap()
 
 
 def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[str, Any]:
