@@ -76,9 +76,15 @@ def bad_cursor() -> HTTPError:
     return HTTPError(400, "Parameter 'cursor' is malformed: pass the X-Next-Cursor value of the previous page.")
 
 
+class JSONText(str):
+    """A body already written as JSON text (answered as it is)."""
+
+
 def answer(request: Request, body: Any, limit: int, next_cursor: str | None) -> bottle.HTTPResponse:
-    """``body`` as JSON, with ``X-Next-Cursor`` and ``Link`` when there is a next page."""
-    response = bottle.HTTPResponse(body=json.dumps(body, default=str), status=200)
+    """``body`` as JSON (a :class:`JSONText` as it is), with ``X-Next-Cursor``
+    and ``Link`` when there is a next page."""
+    text = str.__str__(body) if isinstance(body, JSONText) else json.dumps(body, default=str)
+    response = bottle.HTTPResponse(body=text, status=200)
     response.content_type = "application/json"
     if next_cursor is not None:
         query = {k: v for k, v in request.query.items() if k not in ("limit", "cursor", "key")}

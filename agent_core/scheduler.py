@@ -29,6 +29,7 @@ same transaction deletes the finished ones beyond the newest
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -154,6 +155,142 @@ class Operation:
 
 if [c.name for c in operations.columns] != list(Operation.__dataclass_fields__):  # pragma: no cover
     raise RuntimeError("core_operations columns and Operation fields must be the same, in the same order")
+
+
+# -- listings: the JSON of to_dict() written from the stored text ----------------
+
+#: What json.dumps writes for a str (ensure_ascii, the C encoder).
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _text_json(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
+
+
+def _stored_json(value: Any) -> str:
+    """The JSON text of a JSON column read without decoding. The store's text
+    is what ``json.dumps`` wrote (SQLAlchemy's serializer), so it is the text
+    ``json.dumps(json.loads(text))`` gives back; SQLite's NUMERIC affinity
+    keeps a bare number as a number (dumped here, as SQLAlchemy passes it
+    through); SQL NULL is ``null``."""
+    return value if type(value) is str else json.dumps(value)
+
+
+def _stored_value(value: Any) -> Any:
+    return json.loads(value) if type(value) is str else value
+
+
+def _stored_time(value: datetime | str) -> datetime:
+    """A timestamp as the listing query reads it: SQLite's text (UTC, no zone) or a datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _stamp_json(value: datetime | str | None) -> str:
+    """``"YYYY-MM-DDTHH:MM:SSZ"`` as :meth:`Operation.to_dict` writes it;
+    SQLite's ``YYYY-MM-DD HH:MM:SS.ffffff`` text is cut, not parsed."""
+    if value is None:
+        return "null"
+    if type(value) is str and len(value) >= 19 and value[10] == " ":
+        return f'"{value[:10]}T{value[11:19]}Z"'
+    return f'"{_stored_time(value).isoformat(timespec="seconds")[:19]}Z"'
+
+
+class Listed(NamedTuple):
+    """One operation of a listing page, read without decoding it: the JSON
+    columns (params, result, notices, info) as their stored JSON text, the
+    timestamps as the store gives them (SQLite: its text). Decoding a page of
+    1,000 rows, building the dicts and encoding them again was most of a
+    listing's time; :meth:`to_json` writes the bytes ``json.dumps`` of
+    :meth:`Operation.to_dict` gives, from the text as it is."""
+
+    id: str
+    task: str
+    params: Any
+    dbname: str | None
+    schema: str | None
+    table: str | None
+    index_: str | None  # the column ``index`` (``index`` is a tuple method)
+    scheduled_at: Any
+    status: str
+    created_at: Any
+    started_at: Any
+    finished_at: Any
+    requested_by: str | None
+    cancel_requested: Any
+    result: Any
+    error: str | None
+    notices: Any
+    info: Any
+
+    @classmethod
+    def of(cls, op: Operation) -> Listed:
+        """From a decoded operation (a store with no raw listing query)."""
+        values = op.__dict__
+        return cls(
+            *(json.dumps(values[name]) if name in _JSON_COLUMNS else values[name] for name in operations.columns.keys())
+        )
+
+    def operation(self) -> Operation:
+        """Decoded, as :meth:`Scheduler.get` would give it."""
+        return Operation(
+            self.id,
+            self.task,
+            _stored_value(self.params),
+            self.dbname,
+            self.schema,
+            self.table,
+            self.index_,
+            _stored_time(self.scheduled_at),
+            self.status,
+            _stored_time(self.created_at),
+            None if self.started_at is None else _stored_time(self.started_at),
+            None if self.finished_at is None else _stored_time(self.finished_at),
+            self.requested_by,
+            bool(self.cancel_requested),
+            _stored_value(self.result),
+            self.error,
+            _stored_value(self.notices),
+            _stored_value(self.info),
+        )
+
+    def decoded_params(self) -> dict[str, Any]:
+        value = _stored_value(self.params)
+        return value if isinstance(value, dict) else {}
+
+    def to_json(self, table: Any, tail: str = "") -> str:
+        """``json.dumps(operation.to_dict())`` with ``table`` as its table and
+        ``tail`` (``', "key": value'`` pairs, JSON) before the closing brace."""
+        table_json = _text_json(table) if table is None or type(table) is str else json.dumps(table, default=str)
+        return (
+            f'{{"id": {_json_str(self.id)}, "task": {_json_str(self.task)}, "params": {_stored_json(self.params)},'
+            f' "dbname": {_text_json(self.dbname)}, "schema": {_text_json(self.schema)},'
+            f' "table": {table_json}, "index": {_text_json(self.index_)},'
+            f' "datetime": {_stamp_json(self.scheduled_at)}, "status": {_json_str(self.status)},'
+            f' "created_at": {_stamp_json(self.created_at)}, "started_at": {_stamp_json(self.started_at)},'
+            f' "finished_at": {_stamp_json(self.finished_at)}, "requested_by": {_text_json(self.requested_by)},'
+            f' "result": {_stored_json(self.result)}, "error": {_text_json(self.error)},'
+            f' "notices": {_stored_json(self.notices)}{tail}}}'
+        )
+
+
+_JSON_COLUMNS = frozenset(c.name for c in operations.columns if isinstance(c.type, sa.JSON))
+_TIME_COLUMNS = frozenset(c.name for c in operations.columns if isinstance(c.type, UTCDateTime))
+
+
+def _raw_columns(dialect: str) -> list[Any] | None:
+    """The columns of :class:`Listed` read without decoding, for ``dialect``
+    (None: no such query; the page is read decoded and encoded again).
+    SQLite: JSON and timestamps as the text stored (the stored JSON may come
+    back as a number, see :func:`_stored_json`); PostgreSQL: ``json::text``
+    (the ``json`` type keeps the text as written), timestamps as datetimes."""
+    if dialect == "sqlite":
+        raw = _JSON_COLUMNS | _TIME_COLUMNS
+        return [sa.type_coerce(c, sa.Text()).label(c.name) if c.name in raw else c for c in operations.columns]
+    if dialect == "postgresql":
+        return [sa.cast(c, sa.Text()).label(c.name) if c.name in _JSON_COLUMNS else c for c in operations.columns]
+    return None
 
 
 @dataclass
@@ -343,20 +480,38 @@ class Scheduler:
         rows along the ``core_operations_listing`` index, whatever the number
         of operations kept. ValueError for a cursor :func:`encode_cursor` did
         not give."""
-        query = self._filtered(filters)
-        if cursor is not None:
-            scheduled, created, op_id = decode_cursor(cursor)
-            c = operations.c
-            query = query.where(
-                sa.tuple_(c.scheduled_at, c.created_at, c.id)
-                > sa.tuple_(sa.literal(scheduled, UTCDateTime()), sa.literal(created, UTCDateTime()), sa.literal(op_id))
-            )
-        query = query.order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id).limit(limit + 1)
+        query = self._keyset(self._filtered(filters), limit, cursor)
         with self.store.connect() as conn:
             ops = [Operation.from_row(r) for r in conn.execute(query)]
         if len(ops) > limit:
             return ops[:limit], encode_cursor(ops[limit - 1])
         return ops, None
+
+    def listing(self, limit: int, cursor: str | None = None, **filters: Any) -> tuple[list[Listed], str | None]:
+        """:meth:`page`, read for a listing: :class:`Listed` rows, whose
+        :meth:`Listed.to_json` writes an entry without decoding it first."""
+        columns = _raw_columns(self.store.engine.dialect.name)
+        if columns is None:
+            ops, next_cursor = self.page(limit, cursor, **filters)
+            return [Listed.of(op) for op in ops], next_cursor
+        query = self._keyset(self._filtered(filters, sa.select(*columns)), limit, cursor)
+        with self.store.connect() as conn:
+            rows = [Listed._make(r) for r in conn.execute(query)]
+        if len(rows) > limit:
+            return rows[:limit], encode_cursor(rows[limit - 1].operation())
+        return rows, None
+
+    @staticmethod
+    def _keyset(query: Any, limit: int, cursor: str | None) -> Any:
+        """``query`` in the listings' order, ``limit + 1`` rows after ``cursor``."""
+        c = operations.c
+        if cursor is not None:
+            scheduled, created, op_id = decode_cursor(cursor)
+            query = query.where(
+                sa.tuple_(c.scheduled_at, c.created_at, c.id)
+                > sa.tuple_(sa.literal(scheduled, UTCDateTime()), sa.literal(created, UTCDateTime()), sa.literal(op_id))
+            )
+        return query.order_by(c.scheduled_at, c.created_at, c.id).limit(limit + 1)
 
     def list(self, **filters: Any) -> list[Operation]:
         """Operations matching every filter given, by scheduled time.
@@ -370,8 +525,8 @@ class Scheduler:
             return [Operation.from_row(r) for r in conn.execute(query)]
 
     @staticmethod
-    def _filtered(filters: dict[str, Any]) -> Any:
-        query = operations.select()
+    def _filtered(filters: dict[str, Any], query: Any = None) -> Any:
+        query = operations.select() if query is None else query
         for name, value in filters.items():
             if name not in _FILTERS:
                 raise TypeError(f"unknown filter {name!r}")

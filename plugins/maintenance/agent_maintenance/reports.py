@@ -52,10 +52,16 @@ def _sum(values: Iterable[Any]) -> int | None:
     return sum(known) if known else None
 
 
+_SIZE_KEYS: dict[str, tuple[str, str]] = {}
+
+
 def _with_sizes(entry: dict[str, Any], *names: str) -> dict[str, Any]:
     """Add ``<name>_size`` beside each ``<name>_bytes``."""
     for name in names:
-        entry[f"{name}_size"] = pretty(entry[f"{name}_bytes"])
+        keys = _SIZE_KEYS.get(name)
+        if keys is None:  # a few constant names: the key strings made once
+            keys = _SIZE_KEYS[name] = (f"{name}_bytes", f"{name}_size")
+        entry[keys[1]] = pretty(entry[keys[0]])
     return entry
 
 

@@ -3,6 +3,8 @@ so that sums made in Python read like the server's own figures."""
 
 from __future__ import annotations
 
+import functools
+
 # (unit, limit below which it is used, rounded, bits of the unit) as in
 # PostgreSQL's dbsize.c (PostgreSQL 15 added PB).
 _UNITS = (
@@ -30,7 +32,14 @@ def pretty(size: int | float | None) -> str | None:
     """``pg_size_pretty`` of ``size`` (None stays None)."""
     if size is None:
         return None
-    value = int(size)
+    return _pretty(int(size))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pretty(value: int) -> str:
+    """Cached: a schema listing asks for eight sizes per table, and most
+    tables of a large catalog share a few small sizes (0, 8 kB, 16 kB...);
+    4,096 strings at most."""
     for i, (name, limit, rounded, bits) in enumerate(_UNITS):
         last = i == len(_UNITS) - 1
         if last or abs(value) < limit:
