@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,7 +69,7 @@ class Prometheus:
         self.home = home
         self.port = free_port()
         (home / "prometheus.yml").write_text(config)
-        self.log = open(home / "prometheus.log", "wb")  # noqa: SIM115 (closed in stop)
+        self.log = open(home / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [
                 str(PROMETHEUS),
