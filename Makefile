@@ -26,6 +26,7 @@ test: venv
 	$(PY) bench/hostile.py --smoke  # service beside hostile peers, in seconds; asserts no timing
 	$(PY) bench/dashboard.py --smoke  # dashboard request, sampler and history costs, ~6 s; asserts no timing
 	$(PY) bench/signing.py --smoke  # signature verification and replay cache figures; asserts no timing
+	$(PY) bench/metrics.py --smoke  # GET /metrics scrape latency and PostgreSQL statements per scrape; asserts no timing
 
 # make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
 # (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)
@@ -47,6 +48,7 @@ typecheck: venv
 bench: venv
 	$(PY) bench/run.py --results
 	mkdir -p bench/out && $(PY) bench/hostile.py --json bench/out/hostile.json
+	$(PY) bench/metrics.py --json bench/out/metrics.json
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info

@@ -235,3 +235,28 @@ def test_each_agent_has_its_own_registry(make_agent):
         first.client().get("/status")
     assert value(scrape(first), "pgwarden_http_requests_total", route="/status", method="GET", status="200") == 3
     assert value(scrape(second), "pgwarden_http_requests_total", route="/status", method="GET", status="200") is None
+
+
+def test_probe_runs_once_per_scrape_when_nothing_is_reused(make_agent):
+    running = make_agent(config={"agent": {"metrics_max_age": "0"}})
+    computed = running.agent.metrics.live_values.computed
+    for n in range(1, 4):
+        assert value(scrape(running), "pg_up") == 1
+        assert computed["core.postgresql"] == n  # started beside the collection, never run twice
+
+
+def test_openmetrics_names_outside_the_legacy_set_are_written_with_underscores(make_agent):
+    """Prometheus 2 reads legacy names only: a plugin's dotted name is written
+    as prometheus-client's default escaping writes it."""
+
+    class Dotted:
+        def collect(self):
+            family = GaugeMetricFamily("probe.dotted", "A dotted name.", labels=["a.b"])
+            family.add_metric(["v"], 1)
+            yield family
+
+    running = make_agent(plugins={"probe": probe_plugin(agent_metrics=lambda agent: [Dotted()])})
+    res = running.client().get("/metrics", headers={**BEARER, "Accept": "application/openmetrics-text"})
+    assert res.status == 200
+    assert 'probe_dotted{a_b="v"} 1.0' in res.text.splitlines()
+    assert '"probe.dotted"' not in res.text
