@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 
-.PHONY: venv demo test soak lint typecheck bench clean
+.PHONY: venv demo test soak lint typecheck bench clean deb
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ soak: venv
 	PGWARDEN_LOAD_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s tests/faults/test_load.py
 	for i in $$(seq $(SOAK_ROUNDS)); do PGWARDEN_SOAK=1 $(PY) -m pytest -q tests/faults -k "not test_load" || exit 1; done
 
+# make deb: pgwarden_<version>_<arch>.deb here, a virtualenv under /opt/pgwarden made
+# with Debian's python3 (packaging/build_deb.py; about a minute, skipped while
+# the sources are unchanged). Install: apt install ./pgwarden_*.deb
+DEB_PYTHON ?= /usr/bin/python3
+deb:
+	$(DEB_PYTHON) packaging/build_deb.py --python $(DEB_PYTHON)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -49,4 +56,4 @@ bench: venv
 	mkdir -p bench/out && $(PY) bench/hostile.py --json bench/out/hostile.json
 
 clean:
-	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info
+	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info pgwarden_*.deb
