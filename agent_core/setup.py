@@ -89,7 +89,9 @@ WantedBy=multi-user.target
 def unit_text(pgwarden: str, etc_dir: str = DEFAULT_ETC, packaged: bool = False) -> str:
     """The templated unit: as ``pgwarden setup`` writes it, or as the Debian
     package ships it (``packaged``: ``make deb`` takes it from here)."""
-    origin = "from the pgwarden package (`pgwarden setup` makes instances)" if packaged else "written by `pgwarden setup`"
+    origin = "written by `pgwarden setup`"
+    if packaged:
+        origin = "from the pgwarden package (`pgwarden setup` makes instances)"
     return UNIT_TEMPLATE.format(pgwarden=pgwarden, etc_dir=etc_dir.rstrip("/") or "/", origin=origin)
 
 

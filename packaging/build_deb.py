@@ -24,9 +24,11 @@ and relocated: the only files naming the staging path are the scripts'
 fails if the staging path is left anywhere. No bytecode is shipped (it would
 name the staging path; the postinst compiles it in place).
 
-The build is skipped when the sources (and this script) have not changed since
-the last one: ``build/deb/source.sha256`` holds their hash. ``--force``
-rebuilds. The last line printed is the path of the package.
+The package is built in ``build/deb/`` and copied to ``--out`` (default: the
+source tree, where ``apt install ./pgwarden_*.deb`` finds it). The build is
+skipped when the sources (and this script) have not changed since the last
+one: ``build/deb/source.sha256`` holds their hash; ``--force`` rebuilds. The
+last line printed is the path of the package.
 """
 
 from __future__ import annotations
@@ -46,9 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "/opt/pgwarden"
 PLUGINS = ("activity", "maintenance", "dashboard")
 #: What the package is made of: a change here makes a new build.
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "agent_core", "conf", "packaging") + tuple(
-    f"plugins/{p}" for p in PLUGINS
-)
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "agent_core", "conf", "packaging")
+SOURCES += tuple(f"plugins/{p}" for p in PLUGINS)
 SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache", "tests"}
 MAINTAINER = "pgwarden developers <dev@pgwarden.invalid>"
 
@@ -212,8 +213,9 @@ def build(out_dir: str, python: str) -> str:
         src, *(os.path.join(src, "plugins", p) for p in PLUGINS),
     )  # fmt: skip
     step("the templated unit, from agent_core.setup.unit_text")
+    code = "from agent_core.setup import unit_text; print(unit_text('/usr/bin/pgwarden', packaged=True), end='')"
     unit = subprocess.run(
-        [vpy, "-c", "from agent_core.setup import unit_text; print(unit_text('/usr/bin/pgwarden', packaged=True), end='')"],
+        [vpy, "-c", code],
         capture_output=True, text=True, check=True, cwd="/",
     ).stdout  # fmt: skip
     step("remove bytecode, relocate the virtualenv to /opt/pgwarden")
@@ -257,16 +259,16 @@ def build(out_dir: str, python: str) -> str:
     os.makedirs(control)
     for script in ("postinst", "prerm", "postrm"):
         shutil.copy(os.path.join(ROOT, "packaging", "debian", script), os.path.join(control, script))
-        os.chmod(os.path.join(control, script), 0o755)
     normalize_modes(root)
     for script in ("postinst", "prerm", "postrm"):
         os.chmod(os.path.join(control, script), 0o755)
     major, minor = subprocess.run(
         [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, check=True
     ).stdout.split()
-    size_kb = sum(
-        os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(root) for n in names if "DEBIAN" not in d
-    ) // 1024
+    size_kb = (
+        sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(root) for n in names if "DEBIAN" not in d)
+        // 1024
+    )
     with open(os.path.join(ROOT, "packaging", "debian", "control")) as f:
         template = f.read()
     with open(os.path.join(control, "control"), "w") as f:
@@ -286,7 +288,7 @@ def build(out_dir: str, python: str) -> str:
                 if os.path.islink(path):
                     continue
                 with open(path, "rb") as g:
-                    f.write(f"{hashlib.md5(g.read()).hexdigest()}  {os.path.relpath(path, root)}\n")  # noqa: S324
+                    f.write(f"{hashlib.md5(g.read()).hexdigest()}  {os.path.relpath(path, root)}\n")
     os.chmod(os.path.join(control, "md5sums"), 0o644)
 
     deb = os.path.join(out_dir, f"pgwarden_{ver}_{arch}.deb")
@@ -297,7 +299,7 @@ def build(out_dir: str, python: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=ROOT, help="directory of the package (default: the source tree)")
+    p.add_argument("--out", default=ROOT, help="directory to put the package in (default: the source tree)")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python of the package (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="build even when the sources did not change")
     a = p.parse_args()
@@ -307,27 +309,30 @@ def main() -> int:
     check = subprocess.run([a.python, "-c", "import venv, ensurepip"], capture_output=True, check=False)
     if check.returncode != 0:
         raise SystemExit(f"{a.python} cannot make a virtualenv: apt-get install python3-venv")
-    out_dir = os.path.abspath(a.out)
-    os.makedirs(out_dir, exist_ok=True)
-    stamp = os.path.join(ROOT, "build", "deb", "source.sha256")
+    work = os.path.join(ROOT, "build", "deb")
+    os.makedirs(work, exist_ok=True)
+    stamp = os.path.join(work, "source.sha256")
     digest = source_hash(source_files(), a.python)
-    deb = os.path.join(out_dir, f"pgwarden_{version()}_{architecture()}.deb")
+    built = os.path.join(work, f"pgwarden_{version()}_{architecture()}.deb")
     try:
         with open(stamp) as f:
-            same = f.read().split() == [digest, deb]
+            same = f.read().strip() == digest
     except OSError:
         same = False
-    if same and os.path.isfile(deb) and not a.force:
-        step("sources unchanged since the last build (--force rebuilds)")
+    if same and os.path.isfile(built) and not a.force:
+        step(f"sources unchanged since the last build: {os.path.relpath(built, ROOT)} (--force rebuilds)")
     else:
         started = time.monotonic()
         if os.path.exists(stamp):
             os.remove(stamp)
-        deb = build(out_dir, a.python)
+        built = build(work, a.python)
         with open(stamp, "w") as f:
-            f.write(f"{digest} {deb}\n")
-        size = os.path.getsize(deb)
-        step(f"built in {time.monotonic() - started:.0f} s: {size / 1e6:.1f} MB")
+            f.write(digest + "\n")
+        step(f"built in {time.monotonic() - started:.0f} s: {os.path.getsize(built) / 1e6:.1f} MB")
+    deb = os.path.join(os.path.abspath(a.out), os.path.basename(built))
+    if deb != built:
+        os.makedirs(os.path.dirname(deb), exist_ok=True)
+        shutil.copyfile(built, deb)
     print(deb)
     return 0
 
