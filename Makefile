@@ -8,6 +8,7 @@ PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 .PHONY: venv demo test soak lint typecheck bench clean deb
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
+	@echo "== virtualenv $(VENV): the core, the plugins (editable) and the test tools; once per clone"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
