@@ -41,8 +41,8 @@ def _write_config(path: str, cluster: Cluster, home: str, port: int, plugins: li
 
 
 class _Steps:
-    """``with steps(text):`` prints ``[n] text ...`` as the step starts and its
-    duration as it ends."""
+    """``with steps(text):`` prints ``[n] text`` as the step starts and its
+    duration as it ends (on lines of their own: the agent logs in between)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -50,14 +50,14 @@ class _Steps:
     @contextlib.contextmanager
     def __call__(self, text: str) -> Iterator[None]:
         self.n += 1
-        print(f"[{self.n}] {text} ...", end="", flush=True)
+        print(f"[{self.n}] {text}", flush=True)
         started = time.monotonic()
         try:
             yield
         except BaseException:
-            print(" failed", flush=True)
+            print("    failed", flush=True)
             raise
-        print(f" {time.monotonic() - started:.1f} s", flush=True)
+        print(f"    done in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def run_demo(home: str, port: int, plugins_text: str) -> int:
