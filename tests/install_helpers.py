@@ -45,30 +45,41 @@ def scratch_root(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def read_until(proc: subprocess.Popen[Any], marker: str, timeout: float) -> str:
+    """What ``proc`` printed (stdout, unbuffered reads of its descriptor) up to
+    and including the line holding ``marker``; AssertionError after
+    ``timeout`` s or when it exits first."""
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout
+    seen = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            text = seen.decode(errors="replace")
+            at = text.find(marker)
+            if at >= 0 and "\n" in text[at:]:
+                return text
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no {marker!r} within {timeout} s: {text}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"exited ({proc.wait(10)}) before {marker!r}: {text}")
+            seen += chunk
+
+
 @contextmanager
 def serving(
     argv: Sequence[str], env: Mapping[str, str], timeout: float = 60, **popen: Any
-) -> Iterator[subprocess.Popen[str]]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """``argv`` (a ``pgwarden serve``) started; yields once it printed
     "listening on" (AssertionError after ``timeout`` s or if it exits);
     SIGTERM and a bounded wait after."""
     proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), cwd="/", **popen
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd="/", **popen
     )
     try:
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-        deadline = time.monotonic() + timeout
-        seen = ""
-        while "listening on" not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"serve did not start within {timeout} s: {seen}")
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if not line:
-                raise AssertionError(f"serve exited ({proc.wait(10)}): {seen}")
-            seen += line
-        sel.close()
+        read_until(proc, "listening on", timeout)
         yield proc
     finally:
         proc.terminate()

@@ -4,12 +4,12 @@ ends with a working agent, and removes its cluster on Ctrl-C."""
 from __future__ import annotations
 
 import re
-import selectors
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+
+from install_helpers import read_until
 
 from agent_core.cluster import INSTALL_HINT, find_bindir, free_port
 
@@ -22,19 +22,10 @@ def test_demo_prints_its_steps_then_serves(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent_core.cli", "demo", "--home", str(tmp_path / "demo"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    out = ""
     try:
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 120
-        while "Press Ctrl-C" not in out:
-            left = deadline - time.monotonic()
-            assert left > 0 and sel.select(left), f"demo not ready in 120 s: {out}"
-            line = proc.stdout.readline()
-            assert line, f"demo exited: {out}"
-            out += line
+        out = read_until(proc, "Press Ctrl-C", timeout=120)
         steps = re.findall(r"^\[(\d+)\] (\S+)", out, re.M)
         assert [int(n) for n, _ in steps] == [1, 2, 3, 4, 5], out
         assert out.count("    done in ") == 5, out
@@ -44,5 +35,5 @@ def test_demo_prints_its_steps_then_serves(tmp_path):
             assert res.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert proc.returncode == 0 and "cluster removed" in rest, rest
