@@ -39,8 +39,7 @@ LOCK = "/tmp/pgwarden-deb-test.lock"
 
 
 def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "installing a package needs root (CI runs as root)"
+    """Why the package cannot be built here, if it cannot."""
     for tool in ("dpkg", "dpkg-deb"):
         if not shutil.which(tool):
             return f"{tool} not found: not a Debian system"
@@ -110,13 +109,15 @@ def unit_settings(text: str, instance: str) -> dict[str, str]:
 def test_lintian_finds_no_errors(deb):
     if not shutil.which("lintian"):
         pytest.skip("lintian not installed (apt-get install lintian)")
-    res = subprocess.run(["lintian", "--allow-root", deb], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(["lintian", *(["--allow-root"] if os.geteuid() == 0 else []), deb], capture_output=True, text=True, timeout=600)
     errors = [line for line in res.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], res.stdout
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_install_setup_serve_purge(deb, pg_cluster, exclusive):
+    if os.geteuid() != 0:
+        pytest.skip("installing a package needs root (CI runs as root)")
     harm = _real_install()
     if harm:
         pytest.skip(harm)
