@@ -109,7 +109,8 @@ def unit_settings(text: str, instance: str) -> dict[str, str]:
 def test_lintian_finds_no_errors(deb):
     if not shutil.which("lintian"):
         pytest.skip("lintian not installed (apt-get install lintian)")
-    res = subprocess.run(["lintian", *(["--allow-root"] if os.geteuid() == 0 else []), deb], capture_output=True, text=True, timeout=600)
+    command = ["lintian", *(["--allow-root"] if os.geteuid() == 0 else []), deb]
+    res = subprocess.run(command, capture_output=True, text=True, timeout=600)
     errors = [line for line in res.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], res.stdout
     assert res.returncode == 0, res.stdout + res.stderr
