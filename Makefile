@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
 
-.PHONY: venv demo test soak lint typecheck bench clean
+.PHONY: venv demo test soak lint typecheck bench clean deb
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
+	@echo "== virtualenv $(VENV): the core, the plugins (editable) and the test tools; once per clone"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
@@ -38,6 +39,13 @@ soak: venv
 	PGWARDEN_LOAD_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s tests/faults/test_load.py
 	for i in $$(seq $(SOAK_ROUNDS)); do PGWARDEN_SOAK=1 $(PY) -m pytest -q tests/faults -k "not test_load" || exit 1; done
 
+# make deb: pgwarden_<version>_<arch>.deb here, a virtualenv under /opt/pgwarden made
+# with Debian's python3 (packaging/build_deb.py; about a minute, skipped while
+# the sources are unchanged). Install: apt install ./pgwarden_*.deb
+DEB_PYTHON ?= /usr/bin/python3
+deb:
+	$(DEB_PYTHON) packaging/build_deb.py --python $(DEB_PYTHON)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -51,4 +59,4 @@ bench: venv
 	$(PY) bench/metrics.py --json bench/out/metrics.json
 
 clean:
-	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info
+	rm -rf $(VENV) .demo build *.egg-info plugins/*/*.egg-info pgwarden_*.deb

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from .agent import Agent
@@ -37,6 +40,26 @@ def _write_config(path: str, cluster: Cluster, home: str, port: int, plugins: li
         )
 
 
+class _Steps:
+    """``with steps(text):`` prints ``[n] text`` as the step starts and its
+    duration as it ends (on lines of their own: the agent logs in between)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @contextlib.contextmanager
+    def __call__(self, text: str) -> Iterator[None]:
+        self.n += 1
+        print(f"[{self.n}] {text}", flush=True)
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            print("    failed", flush=True)
+            raise
+        print(f"    done in {time.monotonic() - started:.1f} s", flush=True)
+
+
 def run_demo(home: str, port: int, plugins_text: str) -> int:
     bindir = find_bindir()
     if bindir is None:
@@ -51,20 +74,25 @@ def run_demo(home: str, port: int, plugins_text: str) -> int:
     home = os.path.abspath(home)
     os.makedirs(home, exist_ok=True)
     cluster = Cluster(bindir)
-    print(f"Starting a throwaway PostgreSQL cluster on 127.0.0.1:{cluster.port} ...", flush=True)
+    steps = _Steps()
     agent: Any = None
     try:
-        cluster.init()
-        cluster.start()
-        cluster.execute("CREATE DATABASE demo")
-        cluster.execute(DEMO_SQL, dbname="demo")
+        with steps(f"initdb: a throwaway cluster in {cluster.datadir} ({bindir})"):
+            cluster.init()
+        with steps(f"start PostgreSQL on 127.0.0.1:{cluster.port}"):
+            cluster.start()
+        with steps("database demo: a table city of 5,000 rows, an index, a third deleted (bloat to look at)"):
+            cluster.execute("CREATE DATABASE demo")
+            cluster.execute(DEMO_SQL, dbname="demo")
         password = secrets.token_urlsafe(12)
         key = secrets.token_hex(16)
         config_path = os.path.join(home, "pgwarden.conf")
-        _write_config(config_path, cluster, home, port, plugins, key)
-        UsersFile(os.path.join(home, "users")).set("admin", password)
-        agent = Agent.from_config(RawConfig.read(config_path))
-        agent.start()
+        with steps(f"config {config_path}, user admin in {os.path.join(home, 'users')}"):
+            _write_config(config_path, cluster, home, port, plugins, key)
+            UsersFile(os.path.join(home, "users")).set("admin", password)
+        with steps(f"start the agent on 127.0.0.1:{port} (plugins: {', '.join(plugins) or 'none'})"):
+            agent = Agent.from_config(RawConfig.read(config_path))
+            agent.start()
         url = agent.server.url
         print(
             f"""

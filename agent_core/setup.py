@@ -49,7 +49,7 @@ PLUGINS = ("activity", "maintenance", "dashboard")
 PACKAGED_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 
 UNIT_TEMPLATE = """\
-# pgwarden@.service: one agent per PostgreSQL instance, written by `pgwarden setup`.
+# pgwarden@.service: one agent per PostgreSQL instance, {origin}.
 # The instance name is Debian's <version>-<cluster> (pgwarden@15-main follows
 # postgresql@15-main); its config is {etc_dir}/<instance>/pgwarden.conf.
 # It runs as the postgres OS user so that the activity plugin can read the
@@ -86,8 +86,13 @@ WantedBy=multi-user.target
 """
 
 
-def unit_text(pgwarden: str, etc_dir: str = DEFAULT_ETC) -> str:
-    return UNIT_TEMPLATE.format(pgwarden=pgwarden, etc_dir=etc_dir.rstrip("/") or "/")
+def unit_text(pgwarden: str, etc_dir: str = DEFAULT_ETC, packaged: bool = False) -> str:
+    """The templated unit: as ``pgwarden setup`` writes it, or as the Debian
+    package ships it (``packaged``: ``make deb`` takes it from here)."""
+    origin = "written by `pgwarden setup`"
+    if packaged:
+        origin = "from the pgwarden package (`pgwarden setup` makes instances)"
+    return UNIT_TEMPLATE.format(pgwarden=pgwarden, etc_dir=etc_dir.rstrip("/") or "/", origin=origin)
 
 
 @dataclass
