@@ -3,8 +3,11 @@ throwaway PostgreSQL cluster, a real agent over real HTTP."""
 
 from datetime import timedelta
 
+import pytest
+
 import agent_tiny
 from agent_core.agent import Agent
+from agent_core.errors import ConfigError
 from agent_core.testing import KEY, Client, agent_config, run_now
 
 
@@ -30,6 +33,11 @@ def test_the_first_count_waits_an_interval_and_a_restart_keeps_it(make_agent):
     assert done.id == pending.id and done.status == "done"
     [following] = running.agent.scheduler.list(task="tiny.count", status="todo")
     assert following.scheduled_at - done.finished_at >= timedelta(seconds=600)
+
+
+def test_a_zero_interval_is_refused(make_agent):
+    with pytest.raises(ConfigError, match=r"tiny\.interval: "):
+        make_agent(plugins={"tiny": agent_tiny}, config={"tiny": {"interval": "0"}})
 
 
 def test_enabled_through_the_config(pg_cluster, tmp_path):
