@@ -1,8 +1,9 @@
 """The activity plugin's work for one agent: listings, lock graph, kill.
 
 One :class:`Activity` exists per running agent (tests run several agents in
-one process), kept in the agent's stash under :data:`KEY`: :func:`attach` makes it at start-up, :func:`get` finds it for a
-request, :func:`detach` stops it at shutdown.
+one process), kept in ``agent.stash`` under :data:`KEY`: :func:`attach` makes
+it at start-up, :func:`get` finds it for a request, :func:`detach` stops it
+at shutdown.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from agent_core.stash import Stash, StashKey
 from agent_core.errors import HTTPError, StartupError, first_line
+from agent_core.stash import Stash, StashKey
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
 from .sampler import UNKNOWN, Metrics, Sampler

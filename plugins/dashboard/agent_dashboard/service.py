@@ -1,8 +1,9 @@
 """The dashboard plugin's state for one agent: its sampler.
 
 One :class:`Dashboard` exists per running agent (tests run several agents in
-one process), kept in the agent's stash under :data:`KEY`: :func:`attach` makes it at start-up, :func:`get` finds it for a
-request, :func:`detach` stops it at shutdown.
+one process), kept in ``agent.stash`` under :data:`KEY`: :func:`attach` makes
+it at start-up, :func:`get` finds it for a request, :func:`detach` stops it
+at shutdown.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Optional
 
 import psutil
 
-from agent_core.stash import Stash, StashKey
 from agent_core.errors import HTTPError
+from agent_core.stash import Stash, StashKey
 
 from .sampler import Sampler
 
