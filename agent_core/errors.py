@@ -91,3 +91,11 @@ def json_error(status: int, message: str, headers: Mapping[str, str] | None = No
     for name, value in (headers or {}).items():
         response.set_header(name, value)
     return response
+
+
+class DatabaseNotFound(NotFound):
+    """No database of that name in the instance."""
+
+    def __init__(self, dbname: str, message: str | None = None):
+        super().__init__(message or f"Database '{dbname}' not found.")
+        self.dbname = dbname

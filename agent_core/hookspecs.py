@@ -77,7 +77,8 @@ class Route:
         list (answered 200) or raises :class:`agent_core.errors.HTTPError`.
         A statement canceled by ``[postgresql] statement_timeout`` or
         ``lock_timeout`` is a 504; PostgreSQL unreachable or the operations
-        store unavailable a 503. Any other exception is a 500 with a
+        store unavailable a 503; a database that does not exist a 404
+        (:class:`agent_core.errors.DatabaseNotFound`). Any other exception is a 500 with a
         generic message, the traceback going to the log only.
     ``key``
         ``True`` if the agent key (``?key=``, ``X-Pgwarden-Key`` or

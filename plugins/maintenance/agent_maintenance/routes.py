@@ -28,7 +28,7 @@ import bottle
 import psycopg2.errors
 
 from agent_core import paging
-from agent_core.errors import HTTPError, MalformedParameter, NotFound, PostgresUnavailable
+from agent_core.errors import DatabaseNotFound, HTTPError, MalformedParameter, NotFound, PostgresUnavailable
 from agent_core.hookspecs import Route
 from agent_core.http import Request, loggable
 from agent_core.scheduler import Listed, Operation
@@ -56,13 +56,11 @@ def _fits(name: str) -> bool:
 
 @contextlib.contextmanager
 def database(request: Request, dbname: str) -> Iterator[Any]:
-    """A pooled connection to ``dbname``; 404 when it does not exist (403 when
-    the role may not connect, 409 when it accepts no connection, 504 when a
-    statement exceeds the core's statement_timeout or waits for a lock longer
-    than its lock_timeout)."""
+    """A pooled connection to ``dbname``; 404 when it does not exist (the
+    core's DatabaseNotFound), 403 when the role may not connect, 409 when it
+    accepts no connection, 504 when a statement exceeds the core's
+    statement_timeout or waits for a lock longer than its lock_timeout."""
     agent = request.agent
-    if not _fits(dbname):
-        raise NotFound(f"Database '{dbname}' not found.")
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
@@ -76,8 +74,8 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
         ) from None
     except PostgresUnavailable:
         rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
-        if not rows:
-            raise NotFound(f"Database '{dbname}' not found.") from None
+        if not rows:  # dropped meanwhile
+            raise DatabaseNotFound(dbname) from None
         if not rows[0]["datallowconn"]:
             raise HTTPError(409, f"Database '{dbname}' does not allow connections.") from None
         if not rows[0]["can_connect"]:
