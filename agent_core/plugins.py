@@ -328,7 +328,6 @@ class _Proxy:
 
     def __init__(self, name: str, module: Any):
         self.__name__ = name
-        self.module = module
         for attr, hook, fn, opts in _hookimpls(module):
             if opts.get("wrapper") or opts.get("hookwrapper"):
                 wrapped = _attributing_wrapper(name, hook, fn, old_style=bool(opts.get("hookwrapper")))
