@@ -220,6 +220,8 @@ class _Call:
     results: list[tuple[str, Any]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    inner: set[int] = field(default_factory=set)  # items inside the lists hookimpls returned
+    wrapped_by: str | None = None  # the plugin of the last wrapper that returned
 
     def arguments(self, plugin: str, argnames: list[str], args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
@@ -232,6 +234,8 @@ class _Call:
         for item in [obj, *(obj if isinstance(obj, (list, tuple)) else ())]:
             if new_only and id(item) in self.origin:
                 continue
+            if not new_only and item is not obj:
+                self.inner.add(id(item))
             self.origin[id(item)] = plugin
             self.keep.append(item)
 
@@ -312,6 +316,7 @@ def _attributing_wrapper(plugin: str, hook: str, fn: Callable[..., Any], old_sty
             except StopIteration as stop:
                 result = sent.get_result() if old_style and sent is not None and sent.exception is None else stop.value
                 if call is not None and result is not None:
+                    call.wrapped_by = plugin
                     for item in result if isinstance(result, list) else [result]:
                         call.claim(plugin, item, new_only=True)
                 return stop.value
@@ -404,11 +409,15 @@ class Plugins:
 
     def _items(self, call: _Call, results: list[Any]) -> Iterator[tuple[str | None, Any, bool]]:
         """``(plugin, item, in_a_list)`` for what a registration hook returned:
-        each item of each list, or a result that is not a list."""
+        each item of each list, or a result that is not a list (blamed on the
+        last wrapper if it was an item of a plugin's list: the wrapper
+        flattened the result)."""
         for result in results:
             if isinstance(result, (list, tuple)):
                 for item in result:
                     yield call.of(item) or call.of(result), item, True
+            elif id(result) in call.inner and call.wrapped_by is not None:
+                yield call.wrapped_by, result, False
             else:
                 yield call.of(result), result, False
 

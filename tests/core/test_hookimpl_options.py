@@ -88,6 +88,18 @@ def test_what_a_wrapper_adds_is_validated_as_its_plugins(make_agent):
         make_agent(plugins={"audit": plugin(agent_register_routes=agent_register_routes), "greet": plugin()})
 
 
+def test_a_wrapper_that_breaks_the_shape_of_the_result_is_named(make_agent):
+    @hookimpl(wrapper=True)
+    def agent_register_routes(agent):
+        routes = yield
+        return [route for result in routes for route in result]  # one list per plugin expected
+
+    greet = plugin(agent_register_routes=hookimpl(lambda agent: [Route("GET", "/greet", view, key=True)]))
+    with pytest.raises(StartupError) as e:
+        make_agent(plugins={"audit": plugin(agent_register_routes=agent_register_routes), "greet": greet})
+    assert str(e.value) == "plugin 'audit': agent_register_routes must return a list of Route"
+
+
 def test_new_style_wrapper_sees_the_failure_of_another_plugin_named(make_agent):
     seen = []
 
