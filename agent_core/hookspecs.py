@@ -24,6 +24,11 @@ Rules the core enforces when the agent starts (see :mod:`agent_core.plugins`):
 * hooks are called with keyword arguments; pluggy never passes a hookimpl
   parameter that has a default value, so start-up refuses such defaults.
 
+Hooks are called through pluggy, so the ``@hookimpl`` options ``tryfirst``,
+``trylast``, ``wrapper``, ``hookwrapper``, ``optionalhook`` and ``specname``
+work as pluggy documents them; results and failures are still attributed to
+the plugin they come from (see :mod:`agent_core.plugins`).
+
 Set ``PGWARDEN_TRACE_HOOKS=1`` to log every hook call and its result.
 """
 
@@ -289,7 +294,8 @@ class AgentSpec:
         """Stop background work and release resources.
 
         Called once when the agent stops, after the HTTP server stopped
-        accepting requests and the scheduler stopped, in reverse registration
-        order. Raising is logged and does not prevent the other plugins'
-        shutdown.
+        accepting requests and the scheduler stopped, in pluggy's order like
+        every hook (that of ``[agent] plugins``; ``@hookimpl(trylast=True)``
+        to shut down after the others). Raising is logged and does not
+        prevent the other plugins' shutdown.
         """
