@@ -103,7 +103,7 @@ def hook_arguments() -> dict[str, list[str]]:
     return out
 
 
-def _hookimpls(module: Any) -> Iterator[tuple[str, str, Any, dict[str, Any]]]:
+def hookimpls(module: Any) -> Iterator[tuple[str, str, Any, dict[str, Any]]]:
     """``(attribute, hook name, function, hookimpl options)`` of every
     ``@hookimpl`` of ``module``, the hook name being ``specname`` if given."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -116,7 +116,7 @@ def _hookimpls(module: Any) -> Iterator[tuple[str, str, Any, dict[str, Any]]]:
 def implemented_hooks(module: Any) -> dict[str, Any]:
     """The ``@hookimpl`` functions of ``module`` by hook name (known hooks or
     not): known hooks first in their calling order, then unknown ones."""
-    found = {hook: fn for _, hook, fn, _ in _hookimpls(module)}
+    found = {hook: fn for _, hook, fn, _ in hookimpls(module)}
     order = list(hook_arguments())
     return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
@@ -138,7 +138,7 @@ def hook_problems(name: str, module: Any) -> list[str]:
     (pluggy's own checks at registration then have nothing left to refuse)."""
     specs = hook_arguments()
     problems = []
-    for attr, hook, fn, opts in _hookimpls(module):
+    for attr, hook, fn, opts in hookimpls(module):
         label = hook if attr == hook else f"{attr} (specname={hook})"
         if hook not in specs:
             if opts.get("optionalhook"):
@@ -333,7 +333,7 @@ class _Proxy:
 
     def __init__(self, name: str, module: Any):
         self.__name__ = name
-        for attr, hook, fn, opts in _hookimpls(module):
+        for attr, hook, fn, opts in hookimpls(module):
             if opts.get("wrapper") or opts.get("hookwrapper"):
                 wrapped = _attributing_wrapper(name, hook, fn, old_style=bool(opts.get("hookwrapper")))
             else:
