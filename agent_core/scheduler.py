@@ -117,10 +117,12 @@ class Operation:
 
     @classmethod
     def from_row(cls, row: Any) -> Operation:
-        """From a row of ``operations.select()``: its columns are the fields, in
-        order (checked below the class), so positionally (by name cost a
-        third of listing 1,000 operations)."""
-        return cls(*row)
+        """From a row of ``operations.select()``, each field read by its column's
+        name (a column added by a later schema revision is ignored; a field
+        whose column is missing is a KeyError). Read through the row's
+        mapping, this costs about as much as reading positionally (1,000
+        operations: 5.8 ms against 5.4; ``cls(**row._mapping)`` takes 17)."""
+        return cls(*map(row._mapping.__getitem__, _FIELDS))
 
     @property
     def finished(self) -> bool:
@@ -153,8 +155,11 @@ class Operation:
         }
 
 
-if [c.name for c in operations.columns] != list(Operation.__dataclass_fields__):  # pragma: no cover
-    raise RuntimeError("core_operations columns and Operation fields must be the same, in the same order")
+#: The fields of :class:`Operation`, each the name of a ``core_operations`` column.
+_FIELDS = tuple(Operation.__dataclass_fields__)
+
+if not set(_FIELDS) <= set(operations.columns.keys()):  # pragma: no cover
+    raise RuntimeError("every Operation field must be a core_operations column")
 
 
 # -- listings: the JSON of to_dict() written from the stored text ----------------

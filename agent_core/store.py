@@ -2,8 +2,10 @@
 
 Default: a SQLite file in ``[agent] home``, created 0600 with its -wal and
 -shm files (the directory 0700); any SQLAlchemy URL works
-(``postgresql+psycopg2://...`` is tested too). Plugins add their own tables
-through ``agent_db_metadata``; the core creates them with its own.
+(``postgresql+psycopg2://...`` is tested too). The core's tables below evolve
+through Alembic revisions (``agent_core/migrations``): a change here needs a
+new revision. Plugins add their own tables through ``agent_db_metadata``; the
+store creates the missing ones, and each plugin owns their evolution.
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ def list_notifications(
     return entries, (rows[-1].id if more else None)
 
 
+#: More directories of schema revisions than the package's own (tests).
+migration_locations: list[str] = []
+
+
 class Store:
     """The engine, and the creation of every table (core's and plugins')."""
 
@@ -226,10 +232,16 @@ class Store:
             pass
 
     def create(self, *extra: sa.MetaData) -> None:
-        """Create the missing tables, and the missing indexes of tables that
-        already exist (a store made by an earlier release, before an index was
-        added: ``create_all`` skips existing tables with their indexes)."""
-        for md in (metadata, *extra):
+        """Bring the core's tables to this release's schema (Alembic:
+        :func:`agent_core.migrations.migrate`, which raises
+        :class:`~agent_core.migrations.StoreSchemaError` for a store written by
+        a newer release); then create the missing tables of ``extra`` (the
+        plugins'), and the missing indexes of those that already exist
+        (``create_all`` skips existing tables with their indexes)."""
+        from .migrations import migrate  # Alembic is imported only when a store is opened for the agent
+
+        migrate(self.engine, migration_locations)
+        for md in extra:
             md.create_all(self.engine)
             for table in md.sorted_tables:
                 for index in table.indexes:

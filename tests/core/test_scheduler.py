@@ -321,8 +321,8 @@ def test_pages_follow_the_listing_order_without_gaps_or_repeats(sched_agent):
 
 
 def test_a_store_of_the_previous_release_gets_the_new_indexes_at_start(make_agent, probe, store_config):
-    """The previous release made core_operations without the listing and retention indexes:
-    the agent adds them when it starts (create_all alone skips existing tables), rows kept."""
+    """An earlier release made core_operations without the listing and retention indexes, and
+    its store has no schema revision: the agent adds them when it starts, rows kept."""
     running = make_agent(plugins={"probe": probe}, config={"agent": store_config})
     op_id = scheduler(running).submit("probe.quick", run_at=datetime.now(timezone.utc) + timedelta(hours=1))
     new = {"core_operations_listing", "core_operations_finished_at"}
@@ -330,6 +330,8 @@ def test_a_store_of_the_previous_release_gets_the_new_indexes_at_start(make_agen
     for name in new:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP INDEX {name}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
     assert not new & {i["name"] for i in sa.inspect(engine).get_indexes("core_operations")}
     running.restart()
     engine = running.agent.store.engine

@@ -70,8 +70,8 @@ class ActivityCollector:
         for (datname, state), (n, max_tx) in sorted(by_state.items()):
             count.add_metric([datname, state], n)
             longest.add_metric([datname, state], max_tx)
-        for (state, wait), n in sorted(by_wait.items()):
-            detail.add_metric([state, wait], n)
+        for (state, event_type), n in sorted(by_wait.items()):
+            detail.add_metric([state, event_type], n)
         yield count
         yield longest
         yield detail

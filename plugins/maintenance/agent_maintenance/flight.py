@@ -233,8 +233,8 @@ class Flights:
         with self._lock:
             for key in [k for k in self._kept if isinstance(k, tuple) and k[0] == dbname]:
                 self._bytes -= self._kept.pop(key).size
-            for key, flight in self._running.items():
-                if isinstance(key, tuple) and key[0] == dbname:
+            for running, flight in self._running.items():
+                if isinstance(running, tuple) and running[0] == dbname:
                     flight.keep = False
 
 

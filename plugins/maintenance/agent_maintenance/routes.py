@@ -522,7 +522,7 @@ def _object(**fields: Any) -> dict[str, Any]:
 
 def _sized(**names: bool) -> dict[str, Any]:
     """``<name>_bytes`` and ``<name>_size`` for each name (nullable when true)."""
-    out = {}
+    out: dict[str, Any] = {}
     for name, nullable in names.items():
         out[f"{name}_bytes"], out[f"{name}_size"] = (_I0, _S0) if nullable else (_I, _S)
     return out
