@@ -94,6 +94,11 @@ def run_demo(home: str, port: int, plugins_text: str) -> int:
             agent = Agent.from_config(RawConfig.read(config_path))
             agent.start()
         url = agent.server.url
+        # The handlers are in place before "Press Ctrl-C" is printed: a Ctrl-C
+        # sent as soon as it shows stops the demo cleanly, never a traceback.
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         print(
             f"""
 pgwarden demo is running: {url}
@@ -117,9 +122,6 @@ Try:
 Press Ctrl-C to stop (the cluster is removed).""",
             flush=True,
         )
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         stop.wait()
     finally:
         if agent is not None:
