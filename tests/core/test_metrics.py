@@ -118,6 +118,9 @@ def test_scheduler_operations_queue_depth_and_lateness(make_agent):
     try:
         ids = [scheduler.submit("sched.block") for _ in range(3)]
         wait_for(lambda: scheduler.get(ids[0]).status == "doing")
+        # "doing" is written to the store a moment before the worker thread is
+        # counted as running: wait for the gauge, within wait_for's deadline.
+        wait_for(lambda: value(scrape(running), "pgwarden_scheduler_running") == 1)
         text = scrape(running)
         assert value(text, "pgwarden_scheduler_running") == 1
         assert value(text, "pgwarden_scheduler_queue_depth") == 2
