@@ -38,11 +38,11 @@ import bottle
 import sqlalchemy as sa
 
 from . import __version__, discovery, openapi, paging, redaction
-from .auth import Auth, UsersFile
+from .auth import INVALID_SIGNATURE, Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, signing_schema, validate
-from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
+from .errors import ConfigError, InvalidInput, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
-from .http import INVALID_SIGNATURE, Middleware, Request, build_app, json_response
+from .http import Middleware, Request, build_app, json_response
 from .metrics import Metrics
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
@@ -244,7 +244,7 @@ def login(request: Request) -> dict[str, Any]:
     """
     body = request.json()
     if not isinstance(body, dict):
-        raise HTTPError(400, "Request body must be a JSON object.")
+        raise InvalidInput("Request body must be a JSON object.")
     for name in ("username", "password"):
         if not isinstance(body.get(name), str):
             raise MalformedParameter(name)
