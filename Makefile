@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-hello/setup.cfg
+PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-tiny/setup.cfg examples/pgwarden-hello/setup.cfg
 
 .PHONY: venv demo test soak lint typecheck bench clean deb
 
@@ -22,6 +22,7 @@ demo: venv
 test: venv
 	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest
+	cd examples/pgwarden-tiny && $(abspath $(PY)) -m pytest -q tests
 	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
 	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
 	$(PY) bench/hostile.py --smoke  # service beside hostile peers, in seconds; asserts no timing

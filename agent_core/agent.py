@@ -11,6 +11,9 @@ Plugins receive the :class:`Agent` in their hooks and use:
     :class:`~agent_core.store.Store` (SQLAlchemy engine of the operations store).
 ``agent.scheduler``
     :class:`~agent_core.scheduler.Scheduler`.
+``agent.stash``
+    :class:`~agent_core.stash.Stash`, the plugins' per-agent state, typed
+    by :class:`~agent_core.stash.StashKey` (``agent.stash[KEY] = value``).
 ``agent.plugin_names``, ``agent.version``, ``agent.started_at``.
 ``agent.notify(username, message)``
     Record an entry of the audit log that ``GET /notifications`` answers
@@ -49,6 +52,7 @@ from .responses import Response
 from .scheduler import Scheduler
 from .server import Server
 from .signing import Signing
+from .stash import Stash
 from .store import Store, add_notifications, list_notifications
 
 log = logging.getLogger("pgwarden")
@@ -119,6 +123,8 @@ class Agent:
         self.plugin_names = list(plugins.names)
         self.version = __version__
         self.started_at = time.time()
+        #: The plugins' per-agent state (see :mod:`agent_core.stash`).
+        self.stash = Stash()
         settings = config.agent
         redaction.register(settings["key"])  # never in a log line, however a client spells it
         self.store = open_store(config)

@@ -249,7 +249,7 @@ def _sqlite_store_state(path: str, config: Any) -> str | None:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .config import enabled_plugins
-    from .plugins import hook_arguments, hook_problems, implemented_hooks, installed, load
+    from .plugins import hook_arguments, hook_problems, hookimpls, implemented_hooks, installed, load
 
     try:
         enabled = enabled_plugins(RawConfig.read(_config_path(args)), os.environ)
@@ -271,7 +271,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         except Exception as e:  # the plugin's own import error, shown on its line
             print(f"    cannot import {info.value}: {type(e).__name__}: {e}")
             continue
-        names = [hook if hook in known else f"{hook} (unknown hook)" for hook in implemented_hooks(module)]
+        optional = {hook for _, hook, _, opts in hookimpls(module) if opts.get("optionalhook")}
+        names = [
+            hook if hook in known else f"{hook} ({'optional, not called' if hook in optional else 'unknown hook'})"
+            for hook in implemented_hooks(module)
+        ]
         print(f"    hooks: {', '.join(names) or 'none'}")
         for problem in hook_problems(name, module):  # what would refuse start-up
             print(f"    error: {problem}")

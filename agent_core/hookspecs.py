@@ -24,6 +24,11 @@ Rules the core enforces when the agent starts (see :mod:`agent_core.plugins`):
 * hooks are called with keyword arguments; pluggy never passes a hookimpl
   parameter that has a default value, so start-up refuses such defaults.
 
+Hooks are called through pluggy, so the ``@hookimpl`` options ``tryfirst``,
+``trylast``, ``wrapper``, ``hookwrapper``, ``optionalhook`` and ``specname``
+work as pluggy documents them; results and failures are still attributed to
+the plugin they come from (see :mod:`agent_core.plugins`).
+
 Set ``PGWARDEN_TRACE_HOOKS=1`` to log every hook call and its result.
 """
 
@@ -79,7 +84,8 @@ class Route:
         (its status is :mod:`agent_core.web_errors`' table's).
         A statement canceled by ``[postgresql] statement_timeout`` or
         ``lock_timeout`` is a 504; PostgreSQL unreachable or the operations
-        store unavailable a 503. Any other exception is a 500 with a
+        store unavailable a 503; a database that does not exist a 404
+        (:class:`agent_core.errors.DatabaseNotFound`). Any other exception is a 500 with a
         generic message, the traceback going to the log only.
     ``key``
         ``True`` if the agent key (``?key=``, ``X-Pgwarden-Key`` or
@@ -290,7 +296,8 @@ class AgentSpec:
         """Stop background work and release resources.
 
         Called once when the agent stops, after the HTTP server stopped
-        accepting requests and the scheduler stopped, in reverse registration
-        order. Raising is logged and does not prevent the other plugins'
-        shutdown.
+        accepting requests and the scheduler stopped, in pluggy's order like
+        every hook (that of ``[agent] plugins``; ``@hookimpl(trylast=True)``
+        to shut down after the others). Raising is logged and does not
+        prevent the other plugins' shutdown.
         """

@@ -8,7 +8,10 @@ with ``LockNotAvailable`` instead of holding the connection). A connection
 that cannot be made raises :class:`~agent_core.errors.PostgresUnavailable`
 (answered 503 naming the cause, the password never shown) within
 ``connect_timeout``; broken pooled connections are dropped so the agent
-recovers by itself once PostgreSQL is back.
+recovers by itself once PostgreSQL is back. A connection to a database that
+does not exist raises :class:`~agent_core.errors.DatabaseNotFound` instead
+(answered 404 ``Database '<name>' not found.``): plugins need not look
+``pg_database`` up themselves (see :meth:`Postgres._missing`).
 
 Connections use ``[postgresql]`` host (a socket directory or an address),
 port, user, password, dbname, sslmode, and ``conninfo`` for any other libpq
@@ -51,7 +54,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from .errors import ConfigError, PostgresUnavailable, first_line
+from .errors import ConfigError, DatabaseNotFound, PostgresUnavailable, first_line
 
 log = logging.getLogger("pgwarden.postgres")
 
@@ -171,15 +174,43 @@ class Postgres:
         return text.replace(password, "REDACTED") if password else text
 
     def _open(self, dbname: str | None, application_name: str, timeouts: bool) -> Any:
+        other = dbname is not None and dbname != self.default_dbname
+        if other and not _may_exist(str(dbname)):
+            raise DatabaseNotFound(str(dbname))
         try:
             conn = psycopg2.connect(**self._params(dbname, application_name, timeouts))
         except psycopg2.OperationalError as e:
+            if other and self._missing(str(dbname), e):
+                raise DatabaseNotFound(str(dbname)) from None
             raise PostgresUnavailable(self.redact(first_line(e))) from None
         conn.autocommit = True
         self.server_version = conn.server_version
         with self._lock:
             self._own.add(conn.info.backend_pid)
         return conn
+
+    def _missing(self, dbname: str, error: psycopg2.OperationalError) -> bool:
+        """Whether connecting to ``dbname`` (not the default database) failed
+        because it does not exist (SQLSTATE 3D000).
+
+        psycopg2 gives no SQLSTATE for a failed connection (``pgcode`` is
+        None), only libpq's text, and the server translates its part
+        (``lc_messages``). So: the server's English message says so; or, for
+        a failure that is not one of PostgreSQL being unreachable (then the
+        answer stays 503 at once), ``pg_database`` has no such name, read on
+        the default database (if that read fails too: not known, 503).
+        """
+        if getattr(error, "pgcode", None) == "3D000":
+            return True
+        text = str(error)
+        if f'database "{dbname}" does not exist' in text:
+            return True
+        if any(phrase in text.lower() for phrase in _UNREACHABLE):
+            return False
+        try:
+            return not self.query("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (dbname,))
+        except (PostgresUnavailable, psycopg2.Error):
+            return False
 
     def _discard(self, conn: Any) -> None:
         with self._lock:
@@ -319,6 +350,17 @@ class Postgres:
         for idle in pools.values():
             for _, conn in idle:
                 self._discard(conn)
+
+
+#: PostgreSQL keeps at most 63 bytes of a name (NAMEDATALEN - 1) and
+#: truncates longer ones, at connection too: a longer name would reach the
+#: database named by its first 63 bytes.
+NAME_MAX_BYTES = 63
+
+
+def _may_exist(dbname: str) -> bool:
+    """Whether a database may have this name (at most 63 bytes, no NUL)."""
+    return "\x00" not in dbname and len(dbname.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES
 
 
 def _is_connection_error(error: Exception) -> bool:

@@ -73,10 +73,13 @@ __all__ = [
     "agent_config",
     "find_bindir",
     "free_port",
+    "run_now",
     "wait_for",
 ]
 from .config import RawConfig
 from .peers import client_context
+from .scheduler import Operation
+from .store import now, operations
 
 PASSWORD = "correct horse battery staple"
 KEY = "0123456789abcdef-test-key"
@@ -408,6 +411,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def run_now(agent: Agent | RunningAgent, task: str, timeout: float = 30) -> Operation:
+    """Run the next operation of ``task`` waiting to run (``todo``) now rather
+    than at its time, and return it once finished (``status``, ``result``...).
+
+    The way to test a recurring task (``TaskType(interval=...)``, whose first
+    run is ``interval`` seconds after start-up) or one submitted for later
+    without waiting: the operation keeps its id and runs as any other, in a
+    scheduler worker; a recurring one is then scheduled again ``interval``
+    seconds after it ended. Fails the test when no operation of ``task`` is
+    ``todo``, or when it has not finished within ``timeout`` seconds.
+    """
+    scheduler = (agent.agent if isinstance(agent, RunningAgent) else agent).scheduler
+    pending = scheduler.list(task=task, status="todo")
+    if not pending:
+        raise AssertionError(f"no operation of {task!r} waits to run")
+    op_id = pending[0].id
+    with scheduler.store.begin() as conn:
+        todo = operations.c.id == op_id, operations.c.status == "todo"
+        conn.execute(operations.update().where(*todo).values(scheduled_at=now()))
+    scheduler._wake()
+    return wait_for(lambda: (op := scheduler.get(op_id)) is not None and op.finished and op, timeout)
 
 
 class Databases:

@@ -209,6 +209,20 @@ def test_plugins_command_flags_unknown_hooks(tmp_path, fake_plugins):
     assert "nosuch" in res.stderr and "not installed" in res.stderr
 
 
+def test_plugins_command_marks_an_optional_unknown_hook_without_error(tmp_path, fake_plugins):
+    (fake_plugins / "good_plugin.py").write_text(
+        "from agent_core.hookspecs import hookimpl\n"
+        "@hookimpl(optionalhook=True)\ndef agent_from_a_later_version(agent):\n    pass\n"
+    )
+    conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\n")
+    res = run_cli("-c", conf, "plugins", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": "/nonexistent/x"})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    good = next(i for i, line in enumerate(out) if line.startswith("good "))
+    assert out[good + 1].strip() == "hooks: agent_from_a_later_version (optional, not called)"
+    assert good + 2 == len(out) or not out[good + 2].startswith("    error:")
+
+
 def test_help_is_useful():
     res = run_cli("--help")
     assert res.returncode == 0

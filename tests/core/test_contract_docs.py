@@ -2,9 +2,12 @@
 
 Every hook is documented in hooks.md with its exact signature and the in-repo
 plugins that use it; the fields of Route, TaskType and Option, the attributes
-of Request and TaskContext and the fixtures of agent_core.testing are all
-documented (and nothing that does not exist); the example in testing.md is the
-example plugin's own test code; links between the pages resolve. That every
+of Request, TaskContext and Operation and the fixtures of agent_core.testing
+are all documented (and nothing that does not exist); the one-module plugin
+shown first in writing.md is examples/pgwarden-tiny's file, within its line
+budget; the tests in testing.md are the example plugins' own test code; every
+"count tables" statement of the docs and examples is the same; links between
+the pages resolve. That every
 hook is exercised, in the documented order, is tested in test_plugins.py; that
 the documented start-up errors are the real ones too.
 """
@@ -24,7 +27,7 @@ from agent_core.hookspecs import AgentSpec, Option, Route, TaskType
 from agent_core.http import Request
 from agent_core.plugins import RESERVED, hook_arguments, implemented_hooks
 from agent_core.postgres import Postgres
-from agent_core.scheduler import Scheduler, TaskContext
+from agent_core.scheduler import Operation, Scheduler, TaskContext
 from agent_core.store import Store
 from agent_core.testing import KEY, wait_for
 
@@ -35,8 +38,14 @@ IN_REPO = {
     "activity": "agent_activity.plugin",
     "maintenance": "agent_maintenance.plugin",
     "dashboard": "agent_dashboard.plugin",
+    "tiny": "agent_tiny",
     "hello": "agent_hello.plugin",
 }
+EXAMPLES = ROOT / "examples"
+TINY = EXAMPLES / "pgwarden-tiny"
+#: Lines of code (blank lines left out) the one-module plugin may take for an
+#: option, a route, a recurring task and a table.
+TINY_BUDGET = 60
 
 
 def signatures():
@@ -117,8 +126,8 @@ def public_names(cls):
     return {name for name in names if not name.startswith("_")}
 
 
-@pytest.mark.parametrize("cls,prefix", [(Request, "request"), (TaskContext, "ctx")])
-def test_request_and_task_context_attributes_are_documented(cls, prefix):
+@pytest.mark.parametrize("cls,prefix", [(Request, "request"), (TaskContext, "ctx"), (Operation, "operation")])
+def test_request_task_context_and_operation_attributes_are_documented(cls, prefix):
     text = (DOCS / "writing.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith(f"| `{prefix}.")]
     documented = {name for row in rows for name in re.findall(rf"`{prefix}\.(\w+)", row.split(" | ")[0])}
@@ -142,15 +151,50 @@ def test_every_fixture_and_make_agent_argument_is_documented():
         assert f"    {arg}=" in section, f"testing.md: make_agent's argument {arg} is not shown"
 
 
-def test_the_example_in_testing_md_is_the_example_plugins_test_code():
+def test_the_tests_shown_in_testing_md_are_the_example_plugins_test_code():
     text = (DOCS / "testing.md").read_text()
-    example = text.split("## Example")[1]
-    code = re.search(r"```python\n(.*?)```", example, flags=re.S).group(1)
-    tests = (ROOT / "examples" / "pgwarden-hello" / "tests" / "test_hello.py").read_text()
-    functions = [node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef)]
-    assert functions
-    for node in functions:
-        assert ast.get_source_segment(code, node) in tests, f"testing.md's {node.name} differs from the example's"
+    tests = "".join(path.read_text() for path in sorted(EXAMPLES.glob("*/tests/test_*.py")))
+    names = set()
+    for code in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        for node in ast.parse(code).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                assert ast.get_source_segment(code, node) in tests, f"testing.md's {node.name} is not the example's"
+                names.add(node.name)
+    assert {"test_the_recurring_count_runs_now_and_is_listed", "test_count_runs_as_an_operation"} <= names
+    first = text.split("## Example: the one-module plugin")[1].split("## ")[0]
+    body = (TINY / "tests" / "test_tiny.py").read_text()
+    assert re.search(r"```python\n(.*?)```", first, flags=re.S).group(1) == body[body.index("from datetime") :]
+
+
+def code_lines(text):
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def test_the_one_module_plugin_is_the_first_example_verbatim_within_its_budget():
+    text = (DOCS / "writing.md").read_text()
+    module = (TINY / "agent_tiny.py").read_text()
+    assert [p.name for p in TINY.glob("**/*.py") if "tests" not in p.parts] == ["agent_tiny.py"]
+    first_heading = re.search(r"^## (.+)$", text, flags=re.M).group(1)
+    assert first_heading == "A whole plugin in one module"
+    assert re.search(r"```python\n(.*?)```", text, flags=re.S).group(1) == module
+    assert re.search(r"```ini\n(.*?)```", text, flags=re.S).group(1) == (TINY / "setup.cfg").read_text()
+    stated = int(re.search(r"in one module of (\d+) lines", text).group(1))
+    assert stated == code_lines(module) <= TINY_BUDGET
+    tiny = pytest.importorskip("agent_tiny", reason="installed by make venv")
+    hooks = {"agent_add_config", "agent_db_metadata", "agent_register_tasks", "agent_register_routes"}
+    assert hooks <= set(implemented_hooks(tiny))
+    assert "interval=" in module  # a recurring task; test_tiny.py runs it
+
+
+def test_every_count_tables_statement_of_the_docs_and_examples_is_the_same():
+    """They once disagreed (every schema in hooks.md, schema public in the example)."""
+    texts = [page.read_text() for page in DOCS.glob("*.md")]
+    texts += [path.read_text() for path in EXAMPLES.glob("*/**/*.py")]
+    found = set()
+    for text in texts:
+        for statement in re.findall(r'"(SELECT count\(\*\) AS n FROM pg_class[^"]*)"', text):
+            found.add(statement.replace("%(schema)s", "'public'"))
+    assert len(found) == 1 and "relkind = 'r'" in found.pop()
 
 
 def slug(heading):
@@ -177,7 +221,7 @@ def test_every_python_block_of_the_guides_parses():
             ast.parse(code, filename=str(page))
 
 
-def test_the_examples_of_hooks_md_together_make_a_working_plugin(make_agent):
+def test_the_examples_of_hooks_md_together_make_a_working_plugin(make_agent, databases):
     """Each section's example, run in one module, is a plugin ``hello``."""
     module = types.ModuleType("hooks_md_examples")
     for _, body in hook_sections():
@@ -191,9 +235,9 @@ def test_the_examples_of_hooks_md_together_make_a_working_plugin(make_agent):
     assert res.status == 200 and res.json()["bytes"] > 0
     assert running.client().get(f"/hello/size/postgres/no_such_table?key={KEY}").status == 404
     scheduler = running.agent.scheduler
-    op_id = scheduler.submit("hello.count", dbname="postgres")
+    op_id = scheduler.submit("hello.count", dbname=databases.create("hooks_md", setup="CREATE TABLE a (id int)"))
     op = wait_for(lambda: (o := scheduler.get(op_id)).finished and o)
-    assert op.status == "done" and op.result["tables"] > 0
+    assert op.status == "done" and op.result == {"tables": 1}
     assert [o.requested_by for o in scheduler.list(task="hello.tick")] == ["agent"]
     running.stop()
     assert module.stop.is_set()

@@ -65,7 +65,7 @@ def test_every_hook_is_called_in_the_documented_order(make_agent):
         plugins={"first": every_hook("first", calls), "second": every_hook("second", calls)},
         config={"first": {"word": "set"}},
     )
-    # plugin after plugin in the order of [agent] plugins, hook after hook ...
+    # plugin after plugin in the order of [agent] plugins (pluggy's calling order), hook after hook ...
     assert calls == [(p, hook) for hook in order if hook != "agent_shutdown" for p in ("first", "second")]
     # ... and each hook's result is in effect
     agent = running.agent
@@ -75,7 +75,8 @@ def test_every_hook_is_called_in_the_documented_order(make_agent):
     assert running.client().get(f"/second?key={KEY}").json() == {"ok": True}
     calls.clear()
     running.stop()
-    assert calls == [("second", "agent_shutdown"), ("first", "agent_shutdown")]
+    # shutdown too follows pluggy's order, the same as every other hook (trylast=True to shut down last)
+    assert calls == [("first", "agent_shutdown"), ("second", "agent_shutdown")]
 
 
 def documented_errors():

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from agent_core.errors import Conflict, NotFound
 from agent_core.scheduler import Scheduler, TooManyPending
 from agent_core.store import Store, operations
-from agent_core.testing import wait_for
+from agent_core.testing import run_now, wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,6 +44,17 @@ def test_submit_runs_now_and_keeps_result_and_notices(sched_agent, probe):
     assert op.notices == ["NOTICE: quick ran"]
     assert op.requested_by == "alice" and op.dbname == "db1"
     assert op.started_at >= op.created_at and op.finished_at >= op.started_at
+
+
+def test_run_now_runs_an_operation_due_later_at_once(sched_agent):
+    s = scheduler(sched_agent)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    op_id = s.submit("probe.quick", {"a": 1}, run_at=later)
+    op = run_now(sched_agent, "probe.quick")
+    assert op.id == op_id and op.status == "done" and op.result == {"params": {"a": 1}}
+    assert op.finished_at < later  # the hour was not waited
+    with pytest.raises(AssertionError, match=r"no operation of 'probe\.quick' waits to run"):
+        run_now(sched_agent, "probe.quick")
 
 
 def test_identical_submissions_get_distinct_ids(sched_agent):

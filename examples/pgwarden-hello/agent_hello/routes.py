@@ -49,8 +49,7 @@ def schedule_count(request, dbname):
             run_at = datetime.strptime(body["datetime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         except (TypeError, ValueError):
             raise MalformedParameter("datetime") from None
-    if not request.agent.postgres.query("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)):
-        raise NotFound(f"Database {dbname!r} not found.")
+    request.agent.postgres.query("SELECT 1", dbname=dbname)  # 404 from the core when it does not exist
     op_id = request.agent.scheduler.submit(
         "hello.count", {}, run_at=run_at, dbname=dbname, requested_by=request.requester
     )

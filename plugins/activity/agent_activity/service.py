@@ -1,8 +1,9 @@
 """The activity plugin's work for one agent: listings, lock graph, kill.
 
 One :class:`Activity` exists per running agent (tests run several agents in
-one process): :func:`attach` makes it at start-up, :func:`get` finds it for a
-request, :func:`detach` stops it at shutdown.
+one process), kept in ``agent.stash`` under :data:`KEY`: :func:`attach` makes
+it at start-up, :func:`get` finds it for a request, :func:`detach` stops it
+at shutdown.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from agent_core.errors import DomainError, HTTPError, StartupError, Unavailable, Unsupported, first_line
+from agent_core.errors import DomainError, StartupError, Unavailable, Unsupported, first_line
+from agent_core.stash import Stash, StashKey
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
 from .sampler import UNKNOWN, Metrics, Sampler
@@ -25,33 +27,31 @@ from .store import record_requested, record_results
 
 log = logging.getLogger("pgwarden.activity")
 
-_instances: dict[int, Activity] = {}
-_instances_lock = threading.Lock()
+#: The agent's Activity (between agent_startup and agent_shutdown).
+KEY: StashKey[Activity] = StashKey("activity")
+_attach_lock = threading.Lock()
 
 
 def attach(agent: Any) -> Activity:
-    with _instances_lock:
-        instance = _instances.get(id(agent))
-        if instance is not None and instance.agent is not agent:
-            # Left by an agent whose shutdown hook never ran (same id reused).
-            instance.stop()
-            instance = None
+    with _attach_lock:
+        stash: Stash = agent.stash
+        instance = stash.get(KEY, None)
         if instance is None:
-            instance = _instances[id(agent)] = Activity(agent)
+            instance = stash[KEY] = Activity(agent)
     return instance
 
 
 def get(agent: Any) -> Activity:
-    with _instances_lock:
-        instance = _instances.get(id(agent))
+    stash: Stash = agent.stash
+    instance = stash.get(KEY, None)
     if instance is None:
-        raise HTTPError(503, "The activity plugin is not started.")
+        raise Unavailable("The activity plugin is not started.")
     return instance
 
 
 def detach(agent: Any) -> None:
-    with _instances_lock:
-        instance = _instances.pop(id(agent), None)
+    stash: Stash = agent.stash
+    instance = stash.pop(KEY, None)
     if instance is not None:
         instance.stop()
 

@@ -1,8 +1,9 @@
 """The dashboard plugin's state for one agent: its sampler.
 
 One :class:`Dashboard` exists per running agent (tests run several agents in
-one process): :func:`attach` makes it at start-up, :func:`get` finds it for a
-request, :func:`detach` stops it at shutdown.
+one process), kept in ``agent.stash`` under :data:`KEY`: :func:`attach` makes
+it at start-up, :func:`get` finds it for a request, :func:`detach` stops it
+at shutdown.
 """
 
 from __future__ import annotations
@@ -14,40 +15,39 @@ from typing import Any, Optional
 
 import psutil
 
-from agent_core.errors import HTTPError
+from agent_core.errors import Unavailable
+from agent_core.stash import Stash, StashKey
 
 from .sampler import Sampler
 
 #: Seconds agent_startup waits for the first sample (PostgreSQL hung: the agent starts anyway).
 FIRST_SAMPLE_WAIT = 1.0
 
-_instances: dict[int, Dashboard] = {}
-_instances_lock = threading.Lock()
+#: The agent's Dashboard (between agent_startup and agent_shutdown).
+KEY: StashKey[Dashboard] = StashKey("dashboard")
+_attach_lock = threading.Lock()
 
 
 def attach(agent: Any) -> Dashboard:
-    with _instances_lock:
-        instance = _instances.get(id(agent))
-        if instance is not None and instance.agent is not agent:
-            # Left by an agent whose shutdown hook never ran (same id reused).
-            instance.stop()
-            instance = None
+    with _attach_lock:
+        stash: Stash = agent.stash
+        instance = stash.get(KEY, None)
         if instance is None:
-            instance = _instances[id(agent)] = Dashboard(agent)
+            instance = stash[KEY] = Dashboard(agent)
     return instance
 
 
 def get(agent: Any) -> Dashboard:
-    with _instances_lock:
-        instance = _instances.get(id(agent))
+    stash: Stash = agent.stash
+    instance = stash.get(KEY, None)
     if instance is None:
-        raise HTTPError(503, "The dashboard plugin is not started.")
+        raise Unavailable("The dashboard plugin is not started.")
     return instance
 
 
 def detach(agent: Any) -> None:
-    with _instances_lock:
-        instance = _instances.pop(id(agent), None)
+    stash: Stash = agent.stash
+    instance = stash.pop(KEY, None)
     if instance is not None:
         instance.stop()
 

@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
+
+from agent_core.stash import Stash, StashKey
 
 #: Results kept at most, all keys together.
 MAX_ENTRIES = 64
@@ -293,15 +294,17 @@ class _Recording:
                 close()
 
 
-_flights: weakref.WeakKeyDictionary[Any, Flights] = weakref.WeakKeyDictionary()
-_flights_lock = threading.Lock()
+#: The agent's :class:`Flights`.
+KEY: StashKey[Flights] = StashKey("maintenance flights")
+_of_lock = threading.Lock()
 
 
 def of(agent: Any) -> Flights:
     """The agent's :class:`Flights` (made on first use from its config)."""
-    with _flights_lock:
-        flights = _flights.get(agent)
+    stash: Stash = agent.stash
+    with _of_lock:
+        flights = stash.get(KEY, None)
         if flights is None:
             section = agent.config.section("maintenance")
-            flights = _flights[agent] = Flights(section["estimates_max_age"], section["estimates_max_bytes"])
+            flights = stash[KEY] = Flights(section["estimates_max_age"], section["estimates_max_bytes"])
         return flights

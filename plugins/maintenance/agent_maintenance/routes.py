@@ -65,14 +65,12 @@ def _fits(name: str) -> bool:
 
 @contextlib.contextmanager
 def database(request: Request, dbname: str) -> Iterator[Any]:
-    """A pooled connection to ``dbname``; DatabaseNotFound when it does not
-    exist (Forbidden when the role may not connect, Conflict when it accepts
-    no connection, Timeout naming the database when a statement exceeds the
-    core's statement_timeout or waits for a lock longer than its
-    lock_timeout: the core's answer to those would not name it)."""
+    """A pooled connection to ``dbname``; the core's DatabaseNotFound when it
+    does not exist (404), Forbidden when the role may not connect, Conflict
+    when it accepts no connection, Timeout naming the database when a
+    statement exceeds the core's statement_timeout or waits for a lock longer
+    than its lock_timeout (the core's own 504 would not name it)."""
     agent = request.agent
-    if not _fits(dbname):
-        raise DatabaseNotFound(dbname)
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
@@ -85,7 +83,7 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
         ) from None
     except PostgresUnavailable:
         rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
-        if not rows:
+        if not rows:  # dropped meanwhile
             raise DatabaseNotFound(dbname) from None
         if not rows[0]["datallowconn"]:
             raise Conflict(f"Database '{dbname}' does not allow connections.") from None

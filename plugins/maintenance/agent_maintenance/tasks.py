@@ -28,7 +28,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ import psycopg2
 from psycopg2 import sql
 
 from agent_core.hookspecs import TaskType
+from agent_core.stash import StashKey
 
 from . import flight
 from .queries import fetch
@@ -56,7 +56,8 @@ ABORT_WAIT = 10.0
 #: (system catalogs cannot be reindexed concurrently).
 FIRST_NORMAL_OID = 16384
 
-_slots: weakref.WeakKeyDictionary[Any, threading.BoundedSemaphore] = weakref.WeakKeyDictionary()
+#: The agent's slots bounding concurrent operations (``[maintenance] max_operations``).
+_SLOTS: StashKey[threading.BoundedSemaphore] = StashKey("maintenance slots")
 
 
 class _Relations:
@@ -88,7 +89,8 @@ class _Relations:
                 self._cond.notify_all()
 
 
-_relations: weakref.WeakKeyDictionary[Any, _Relations] = weakref.WeakKeyDictionary()
+#: The agent's relations being worked on.
+_RELATIONS: StashKey[_Relations] = StashKey("maintenance relations")
 
 
 class OperationError(Exception):
@@ -117,8 +119,8 @@ def parse_mode(verb: str, value: Any) -> str | None:
 
 def task_types(agent: Agent) -> list[TaskType]:
     """The three task types; sets up the slots bounding concurrent operations."""
-    _slots[agent] = threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"])
-    _relations[agent] = _Relations()
+    agent.stash[_SLOTS] = threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"])
+    agent.stash[_RELATIONS] = _Relations()
     descriptions = {
         "vacuum": "VACUUM a database or a table (modes: full, freeze, analyze)",
         "analyze": "ANALYZE a database or a table",
@@ -285,7 +287,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     agent = ctx.agent
     assert agent is not None
     signals = _signals(ctx)
-    slot = _slots[agent]
+    slot = agent.stash[_SLOTS]
     try:
         while not slot.acquire(timeout=0.2):
             if ctx.cancel_requested.is_set():
@@ -320,7 +322,7 @@ def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
             raise OperationError(_error(e)) from None
         query = statement(op, target, concurrently)
         relation = None if target is None else (target["indrelid"] or target["oid"])
-        with _relations[agent].hold((str(op.dbname), relation), ctx):
+        with agent.stash[_RELATIONS].hold((str(op.dbname), relation), ctx):
             with signals.lock:
                 if ctx.cancel_requested.is_set():
                     raise OperationError("canceled before its statement started")
