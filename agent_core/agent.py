@@ -37,18 +37,18 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import bottle
 import sqlalchemy as sa
 
 from . import __version__, discovery, openapi, paging, redaction
-from .auth import Auth, UsersFile
+from .auth import INVALID_SIGNATURE, Auth, UsersFile
 from .config import Config, RawConfig, agent_schema, enabled_plugins, postgresql_schema, signing_schema, validate
-from .errors import ConfigError, HTTPError, MalformedParameter, StartupError, first_line
+from .errors import ConfigError, InvalidInput, MalformedParameter, StartupError, first_line
 from .hookspecs import Route
-from .http import INVALID_SIGNATURE, Middleware, Request, build_app, json_response
+from .http import Middleware, Request, build_app
 from .metrics import Metrics
 from .plugins import Plugins, installed, load_enabled
 from .postgres import Postgres
+from .responses import Response
 from .scheduler import Scheduler
 from .server import Server
 from .signing import Signing
@@ -250,7 +250,7 @@ def login(request: Request) -> dict[str, Any]:
     """
     body = request.json()
     if not isinstance(body, dict):
-        raise HTTPError(400, "Request body must be a JSON object.")
+        raise InvalidInput("Request body must be a JSON object.")
     for name in ("username", "password"):
         if not isinstance(body.get(name), str):
             raise MalformedParameter(name)
@@ -366,10 +366,7 @@ def status(request: Request) -> Any:
         return body
     facts = agent.status_facts.get()
     body.update(discovery.status_nested(agent, facts, agent.started_at))
-    response = json_response(body)
-    if facts and facts.get("etag"):
-        response.set_header("X-TemBoard-Discover-ETag", facts["etag"])
-    return response
+    return Response(body, headers={"X-TemBoard-Discover-ETag": facts["etag"]} if facts and facts.get("etag") else {})
 
 
 def discover(request: Request) -> Any:
@@ -390,7 +387,7 @@ def discover(request: Request) -> Any:
     """
     agent = request.agent
     if request.auth == INVALID_SIGNATURE:
-        return json_response(discovery.invalid_document())
+        return discovery.invalid_document()
     pg = discovery.postgres_facts(agent)
     locality = agent.postgres.locality()
     reason = locality.reason
@@ -404,12 +401,10 @@ def discover(request: Request) -> Any:
         document["postgres"]["data_directory"] = None
         document["temboard"]["configfile"] = None
     document["signature_status"] = "valid"
-    response = json_response(document)
-    response.set_header("ETag", tag)
-    return response
+    return Response(document, headers={"ETag": tag})
 
 
-def metrics(request: Request) -> bottle.HTTPResponse:
+def metrics(request: Request) -> Response:
     """GET /metrics: the Prometheus text exposition format (OpenMetrics when
     the ``Accept`` header asks for ``application/openmetrics-text``) of the
     agent's metrics and its plugins' (docs/metrics.md). Session, agent key
@@ -418,9 +413,7 @@ def metrics(request: Request) -> bottle.HTTPResponse:
     loopback. 200; 401 invalid session or key; 406 ``X-Session`` malformed.
     """
     body, content_type = request.agent.metrics.render(request.header("Accept"))
-    response = bottle.HTTPResponse(body=body, status=200)
-    response.content_type = content_type
-    return response
+    return Response(data=body, content_type=content_type)
 
 
 def core_routes() -> list[tuple[Route, bool]]:

@@ -96,14 +96,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .errors import HTTPError, MalformedParameter
+from .errors import DomainError, Forbidden, InvalidInput, MalformedParameter, TooMany, Unauthorized, Unavailable
 from .files import private_dirs
 from .hookspecs import ROLES
+from .metrics import is_loopback
+from .signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
 from .store import Store, now, sessions
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .hookspecs import Route
 
 log = logging.getLogger("pgwarden.auth")
 
@@ -391,7 +397,7 @@ class LoginSlots:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        busy = HTTPError(503, "Too many logins at once: retry later.", {"Retry-After": "1"})
+        busy = Unavailable("Too many logins at once: retry later.", retry_after=1)
         if not self._waiting.acquire(blocking=False):
             raise busy
         try:
@@ -406,7 +412,7 @@ class LoginSlots:
 
 
 class Auth:
-    """Every authentication decision of the agent is made here."""
+    """Users, sessions and the key: what :func:`authenticate` asks."""
 
     def __init__(
         self,
@@ -439,21 +445,21 @@ class Auth:
         """A new session token; 400 name too long, 429 throttled, 503 too many
         logins at once, 401 wrong credentials (checks cheapest first)."""
         if len(username) > MAX_USERNAME:
-            raise HTTPError(400, f"Parameter 'username' is too long (at most {MAX_USERNAME} characters).")
+            raise InvalidInput(f"Parameter 'username' is too long (at most {MAX_USERNAME} characters).")
         wait = self.throttle.retry_after(username, address)
         if wait:
             self.observe_login("throttled")
-            raise HTTPError(429, "Too many failed logins: retry later.", {"Retry-After": str(wait)})
+            raise TooMany("Too many failed logins: retry later.", retry_after=wait)
         try:
             with self.slots.slot():
                 ok = self.users.check(username, password)
-        except HTTPError:
+        except Unavailable:
             self.observe_login("busy")
             raise
         if not ok:
             self.throttle.failed(username, address)
             self.observe_login("failure")
-            raise HTTPError(401, "Invalid username/password.")
+            raise Unauthorized("Invalid username/password.")
         self.throttle.succeeded(username, address)
         self.observe_login("success")
         token = secrets.token_hex(32)
@@ -488,7 +494,7 @@ class Auth:
         ).total_seconds() > self.lifetime
         if expired or user is None:
             self.logout_digest(digest)
-            raise HTTPError(401, "Invalid session.")
+            raise Unauthorized("Invalid session.")
         if (stamp - known.last_seen).total_seconds() >= self.refresh:
             with self.store.begin() as conn:
                 conn.execute(sessions.update().where(sessions.c.token_hash == digest).values(last_seen=stamp))
@@ -505,7 +511,7 @@ class Auth:
                 row = conn.execute(_SESSION, {"digest": digest}).first()
             if row is None:
                 self._sessions.pop(digest, None)
-                raise HTTPError(401, "Invalid session.")
+                raise Unauthorized("Invalid session.")
             if len(self._sessions) > 10000:  # bound memory: forget all, they are read again
                 self._sessions.clear()
             known = self._sessions[digest] = _Session(str(row.username), row.created_at, row.last_seen, stamp)
@@ -524,5 +530,126 @@ class Auth:
     def key_ok(self, key: str) -> bool:
         """Constant-time comparison with the configured agent key; 401 if wrong."""
         if not self.key or not hmac.compare_digest(key.encode(), self.key.encode()):
-            raise HTTPError(401, "Invalid key.")
+            raise Unauthorized("Invalid key.")
         return True
+
+
+# -- the authentication decision of a request --------------------------------------
+
+#: Headers that mark a request as signed (temboard UI 8.0 and later): judged by its signature alone.
+SIGNED_MARKERS = (SIGNATURE_HEADER, "X-TemBoard-Date", "X-TemBoard-Request-Id")
+#: Headers that may carry the agent key (besides ``?key=`` and ``Authorization: Bearer``).
+KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
+#: Routes that answer a refused signature with a document saying so (the UI's registration reads it).
+SIGNATURE_TOLERANT = {("GET", "/discover")}
+#: ``Identity.how`` of a request whose signature was refused on a :data:`SIGNATURE_TOLERANT` route.
+INVALID_SIGNATURE = "invalid-signature"
+#: The one route ``[agent] metrics_loopback_open`` may open to loopback clients without credentials.
+METRICS_PATH = "/metrics"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents, as the web layer read it (no decision yet).
+
+    ``key``: the first of ``?key=``, a :data:`KEY_HEADERS` header,
+    ``Authorization: Bearer <key>``; ``signed``: whether a
+    :data:`SIGNED_MARKERS` header is there; ``signed_request()`` gives
+    (method, target, lower-case headers, body) for the signature check (it
+    reads the body, so it may raise :class:`~agent_core.errors.TooLarge`).
+    """
+
+    session: str | None
+    key: str | None
+    signed: bool
+    remote_addr: str
+    signed_request: Callable[[], tuple[str, str, dict[str, str | None], bytes]]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who made a request: ``username`` (a session's user, the UI user of a
+    signed request, None for the key or loopback), ``how`` (``session``,
+    ``key``, ``signature``, ``loopback``, :data:`INVALID_SIGNATURE`; None on
+    a public route) and ``role`` (None on a public route)."""
+
+    username: str | None
+    how: str | None
+    role: str | None
+
+
+PUBLIC = Identity(None, None, None)
+
+
+def authenticate(agent: Agent, credentials: Credentials, route: Route, public: bool = False) -> Identity:
+    """The single authentication and authorisation decision. Deny by default.
+
+    A public route (only the core makes one) lets anyone in. Otherwise a
+    valid ``X-Session`` is always enough to be authenticated. On a route
+    that accepts the key, a key given (``?key=``, a key header, or
+    ``Authorization: Bearer <key>`` as Prometheus sends it) is enough when
+    right, and 401 ``Invalid key.`` when wrong (unless the session is valid).
+    On ``GET /metrics`` alone, with ``[agent] metrics_loopback_open``, a
+    client on loopback that gives no credential at all is let in with the
+    ``read`` role. Otherwise the ``X-Session`` header must hold a valid
+    session (406 when missing or malformed, 401 when unknown or expired).
+
+    A request carrying a signature header (:data:`SIGNED_MARKERS`) is judged
+    by its signature alone, on every route (:mod:`agent_core.signing`: 400
+    malformed, 403 not valid); a session or key beside it is ignored. Its
+    role is ``[signing] role`` or the UI user's in ``[signing] user_roles``.
+    On a :data:`SIGNATURE_TOLERANT` route a refused signature lets the view
+    in as :data:`INVALID_SIGNATURE` (it answers a document saying so).
+
+    Then the role must hold the route's permission (``Route.needs``): 403
+    naming it otherwise. The key has the ``read`` role, or ``admin`` with
+    ``[agent] key_writes``.
+    """
+    if public:
+        return PUBLIC
+    try:
+        username, how, role = _identify(agent, credentials, route.key, route.path)
+    except SignatureRefused as refused:
+        if (route.method, route.path) not in SIGNATURE_TOLERANT:
+            raise
+        log.info("signature refused on %s %s: %s", route.method, route.path, refused.message)
+        return Identity(None, INVALID_SIGNATURE, None)
+    if role == NO_ROLE:
+        raise Forbidden(f"Permission denied: signed requests of UI user {username!r} are refused ([signing]).")
+    if route.needs not in ROLES[role]:
+        if how == "signature":
+            who = f"signed requests of UI user {username!r} have the {role!r} role ([signing])"
+        else:
+            who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
+        raise Forbidden(f"Permission denied: {route.method} {route.path} needs the {route.needs!r} permission; {who}.")
+    return Identity(username, how, role)
+
+
+def _identify(agent: Agent, credentials: Credentials, key_allowed: bool, path: str) -> tuple[str | None, str, str]:
+    if credentials.signed:
+        method, target, headers, body = credentials.signed_request()
+        signer = agent.signing.verify(method, target, headers, body)
+        return signer.user, "signature", signer.role
+    session = credentials.session
+    key = credentials.key if key_allowed else None
+    if (
+        key is None
+        and session is None
+        and path == METRICS_PATH
+        and agent.config.agent["metrics_loopback_open"]
+        and is_loopback(credentials.remote_addr)
+    ):
+        return None, "loopback", "read"
+    if key is None:
+        user, role = agent.auth.session_user(session)
+        return user, "session", role
+    if session is not None:
+        # clients such as the temboard UI send both: a valid session wins, so the
+        # user is known (and recorded) and a stale or absent key does not matter
+        try:
+            user, role = agent.auth.session_user(session)
+            return user, "session", role
+        except DomainError:
+            pass
+    agent.auth.key_ok(key)
+    return None, "key", "admin" if agent.config.agent["key_writes"] else "read"

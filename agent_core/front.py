@@ -45,7 +45,6 @@ closes is logged as counts once per interval, never a line per peer.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import selectors
@@ -56,6 +55,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from .web_errors import error_body
 
 log = logging.getLogger("pgwarden.http")
 
@@ -335,7 +336,7 @@ def chunked_end(buf: bytearray | bytes, pos: int, limit: int) -> tuple[int, int 
 
 
 def _json_response(status: str, message: str, close: bool = True) -> bytes:
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message).encode()
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode("latin-1") + body
 

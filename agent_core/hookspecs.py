@@ -79,7 +79,9 @@ class Route:
     ``view``
         ``view(request, **wildcards)`` where ``request`` is an
         :class:`agent_core.http.Request`. It returns a JSON-serialisable dict or
-        list (answered 200) or raises :class:`agent_core.errors.HTTPError`.
+        list (answered 200), or an :class:`agent_core.responses.Response`
+        (status, headers), or raises an error of :mod:`agent_core.errors`
+        (its status is :mod:`agent_core.web_errors`' table's).
         A statement canceled by ``[postgresql] statement_timeout`` or
         ``lock_timeout`` is a 504; PostgreSQL unreachable or the operations
         store unavailable a 503; a database that does not exist a 404

@@ -1,12 +1,15 @@
-"""The HTTP layer: one bottle app, authentication in one place, JSON always.
+"""The HTTP layer: one bottle app, JSON always.
 
 Every route, the core's and the plugins', is added to the one app by
-:func:`build_app` and wrapped by :func:`_guard`, which authenticates the
-request (deny by default), calls the view and turns its result into JSON.
-Bottle's own errors (404, 405, 413...) and unexpected exceptions are answered
-as ``{"error": ...}`` by :func:`_error_handler`; the traceback goes to the
-log only. A small WSGI wrapper adds ``Server``, CORS headers and the access
-log line (with the agent key redacted: :mod:`agent_core.redaction`).
+:func:`build_app` and wrapped by :func:`_guard`, which reads the request's
+credentials and asks :func:`agent_core.auth.authenticate` (deny by default),
+calls the view and turns its result (a JSON value or a
+:class:`~agent_core.responses.Response`) into the answer. Errors become
+``{"error": ...}`` with the status :mod:`agent_core.web_errors` gives them;
+bottle's own errors (404, 405, 413...) by :func:`_error_handler`; an
+unexpected exception is a 500 whose traceback goes to the log only. A
+small WSGI wrapper adds ``Server``, CORS headers and the access log line
+(with the agent key redacted: :mod:`agent_core.redaction`).
 
 The app is served by cheroot behind pgwarden's own network front
 (:mod:`agent_core.server`, :mod:`agent_core.front`).
@@ -18,19 +21,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import bottle
-import psycopg2.errors
 
 from . import __version__, paging
-from .errors import HTTPError, json_error
-from .hookspecs import ROLES, Route
-from .metrics import PREFLIGHT, UNMATCHED, is_loopback
+from .auth import KEY_HEADERS, SIGNED_MARKERS, Credentials, authenticate
+from .errors import InvalidInput, NotFound, TooLarge
+from .hookspecs import Route
+from .metrics import PREFLIGHT, UNMATCHED
 from .redaction import redact_target
-from .signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
+from .responses import Response
+from .signing import SIGNATURE_HEADER
+from .web_errors import Limits, answer_for, error_body, limits_of
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -39,20 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgwarden.http")
 access_log = logging.getLogger("pgwarden.access")
 
-KEY_HEADERS = ("X-Pgwarden-Key", "X-TemBoard-Agent-Key")
-#: Headers that mark a request as signed (temboard UI 8.0 and later): judged by its signature alone.
-SIGNED_MARKERS = (SIGNATURE_HEADER, "X-TemBoard-Date", "X-TemBoard-Request-Id")
 ALLOWED_HEADERS = (
     "X-Session, Content-Type, Authorization, "
     + ", ".join(KEY_HEADERS)
     + ", X-TemBoard-Signature, X-TemBoard-Date, X-TemBoard-Request-Id, X-TemBoard-User"
 )
-#: Routes that answer a refused signature with a document saying so (the UI's registration reads it).
-SIGNATURE_TOLERANT = {("GET", "/discover")}
-#: ``Request.auth`` of a request whose signature was refused on a :data:`SIGNATURE_TOLERANT` route.
-INVALID_SIGNATURE = "invalid-signature"
-#: The one route ``[agent] metrics_loopback_open`` may open to loopback clients without credentials.
-METRICS_PATH = "/metrics"
 SERVER = f"pgwarden/{__version__}"
 #: What a client is told of an unexpected failure; the traceback is logged.
 INTERNAL_ERROR = "Internal server error; see the agent's log."
@@ -80,7 +76,7 @@ class Request:
         try:
             self.query: dict[str, str] = dict(raw.query.decode().items())  # type: ignore[attr-defined]
         except UnicodeError:
-            raise HTTPError(400, "The query string is not valid percent-encoded UTF-8.") from None
+            raise InvalidInput("The query string is not valid percent-encoded UTF-8.") from None
         self.remote_addr: str = raw.environ.get("REMOTE_ADDR", "")
         self._json: Any = None
         self._parsed = False
@@ -112,19 +108,19 @@ def request_body(raw: bottle.BaseRequest, limit: int) -> bytes:
         return bytes(cached)
     length = raw.content_length
     if length > limit:
-        raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
+        raise TooLarge(f"Request body too large (limit {limit} bytes).")
     if raw.environ.get("wsgi.input_terminated"):
         # a chunked body, already decoded by cheroot: bottle would parse the chunks again and fail
         try:
             data = raw.environ["wsgi.input"].read(limit + 1)
         except ValueError:  # cheroot: a chunk size that is not hexadecimal...
-            raise HTTPError(400, "Request body is not valid chunked transfer coding.") from None
+            raise InvalidInput("Request body is not valid chunked transfer coding.") from None
         except OSError:  # cheroot: chunks beyond max_request_body_size (= max_body)
-            raise HTTPError(413, f"Request body too large (limit {limit} bytes).") from None
+            raise TooLarge(f"Request body too large (limit {limit} bytes).") from None
     else:
         data = raw.body.read(limit + 1)
     if len(data) > limit:
-        raise HTTPError(413, f"Request body too large (limit {limit} bytes).")
+        raise TooLarge(f"Request body too large (limit {limit} bytes).")
     raw.environ["pgwarden.body"] = data
     return bytes(data)
 
@@ -136,9 +132,9 @@ def read_json_body(raw: bottle.BaseRequest, limit: int) -> Any:
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
     except RecursionError:
-        raise HTTPError(400, "Request body is nested too deeply.") from None
+        raise InvalidInput("Request body is nested too deeply.") from None
     except ValueError:  # UnicodeDecodeError included
-        raise HTTPError(400, "Request body is not valid JSON.") from None
+        raise InvalidInput("Request body is not valid JSON.") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -146,7 +142,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise HTTPError(400, f"Request body has the key {key!r} twice.")
+            raise InvalidInput(f"Request body has the key {key!r} twice.")
         out[key] = value
     return out
 
@@ -157,67 +153,41 @@ def json_response(value: Any, status: int = 200) -> bottle.HTTPResponse:
     return response
 
 
-def _authenticate(agent: Agent, raw: bottle.BaseRequest, route: Route) -> tuple[str | None, str, str]:
-    """The single authentication and authorisation decision. Deny by default.
+def credentials(agent: Agent, raw: bottle.BaseRequest) -> Credentials:
+    """What the request presents to authenticate (the decision is :func:`agent_core.auth.authenticate`'s)."""
+    key = raw.query.get("key")  # type: ignore[attr-defined]
+    if key is None:
+        key = next((_header(raw, h) for h in KEY_HEADERS if _header(raw, h) is not None), None)
+    if key is None:
+        key = _bearer(raw)
 
-    Returns (username or None for the key, ``session``, ``key`` or
-    ``loopback``, role).
-
-    A valid ``X-Session`` is always enough to be authenticated. On a route
-    that accepts the key, a key given (``?key=``, a key header, or
-    ``Authorization: Bearer <key>`` as Prometheus sends it) is enough when
-    right, and 401 ``Invalid key.`` when wrong (unless the session is valid).
-    On ``GET /metrics`` alone, with ``[agent] metrics_loopback_open``, a
-    client on loopback that gives no credential at all is let in with the
-    ``read`` role. Otherwise the ``X-Session`` header must hold a valid
-    session (406 when missing or malformed, 401 when unknown or expired).
-
-    A request carrying a signature header (:data:`SIGNED_MARKERS`) is judged
-    by its signature alone, on every route (:mod:`agent_core.signing`: 400
-    malformed, 403 not valid); a session or key beside it is ignored. Its
-    role is ``[signing] role`` or the UI user's in ``[signing] user_roles``.
-
-    Then the role must hold the route's permission (``Route.needs``): 403
-    naming it otherwise. The key has the ``read`` role, or ``admin`` with
-    ``[agent] key_writes``.
-    """
-    username, how, role = _identify(agent, raw, route.key, route.path)
-    if role == NO_ROLE:
-        raise HTTPError(403, f"Permission denied: signed requests of UI user {username!r} are refused ([signing]).")
-    if route.needs not in ROLES[role]:
-        if how == "signature":
-            who = f"signed requests of UI user {username!r} have the {role!r} role ([signing])"
-        else:
-            who = f"user {username!r} has the {role!r} role" if username else "the agent key is read-only"
-        raise HTTPError(
-            403, f"Permission denied: {route.method} {route.path} needs the {route.needs!r} permission; {who}."
+    def signed_request() -> tuple[str, str, dict[str, str | None], bytes]:
+        environ = raw.environ
+        target = environ.get("REQUEST_URI") or (
+            quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()")
+            + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
         )
-    return username, how, role
+        headers = {
+            "host": environ.get("HTTP_HOST"),
+            "content-type": environ.get("CONTENT_TYPE"),
+            "content-length": environ.get("CONTENT_LENGTH"),
+        }
+        for name in ("X-TemBoard-Date", "X-TemBoard-Request-Id", "X-TemBoard-User", SIGNATURE_HEADER):
+            headers[name.lower()] = _header(raw, name)
+        return raw.method, target, headers, request_body(raw, agent.config.agent["max_body"])
+
+    return Credentials(
+        session=_header(raw, "X-Session"),
+        key=key,
+        signed=is_signed(raw),
+        remote_addr=raw.environ.get("REMOTE_ADDR", ""),
+        signed_request=signed_request,
+    )
 
 
 def is_signed(raw: bottle.BaseRequest) -> bool:
     """Whether the request carries a signature header (and is judged by it)."""
     return any(_header(raw, name) is not None for name in SIGNED_MARKERS)
-
-
-def _signed(agent: Agent, raw: bottle.BaseRequest) -> tuple[str, str, str]:
-    """(UI user, ``signature``, role) of a valid signed request; SignatureRefused otherwise."""
-    environ = raw.environ
-    method = raw.method
-    target = environ.get("REQUEST_URI") or (
-        quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()")
-        + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
-    )
-    headers = {
-        "host": environ.get("HTTP_HOST"),
-        "content-type": environ.get("CONTENT_TYPE"),
-        "content-length": environ.get("CONTENT_LENGTH"),
-    }
-    for name in ("X-TemBoard-Date", "X-TemBoard-Request-Id", "X-TemBoard-User", SIGNATURE_HEADER):
-        headers[name.lower()] = _header(raw, name)
-    body = request_body(raw, agent.config.agent["max_body"])
-    signer = agent.signing.verify(method, target, headers, body)
-    return signer.user, "signature", signer.role
 
 
 def _header(raw: bottle.BaseRequest, name: str) -> str | None:
@@ -236,40 +206,6 @@ def _bearer(raw: bottle.BaseRequest) -> str | None:
         return None
     scheme, _, token = value.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
-
-
-def _identify(agent: Agent, raw: bottle.BaseRequest, key_allowed: bool, path: str = "") -> tuple[str | None, str, str]:
-    if is_signed(raw):
-        return _signed(agent, raw)
-    session = _header(raw, "X-Session")
-    key = None
-    if key_allowed:
-        key = raw.query.get("key")  # type: ignore[attr-defined]
-        if key is None:
-            key = next((_header(raw, h) for h in KEY_HEADERS if _header(raw, h) is not None), None)
-        if key is None:
-            key = _bearer(raw)
-    if (
-        key is None
-        and session is None
-        and path == METRICS_PATH
-        and agent.config.agent["metrics_loopback_open"]
-        and is_loopback(raw.environ.get("REMOTE_ADDR", ""))
-    ):
-        return None, "loopback", "read"
-    if key is None:
-        user, role = agent.auth.session_user(session)
-        return user, "session", role
-    if session is not None:
-        # clients such as the temboard UI send both: a valid session wins, so the
-        # user is known (and recorded) and a stale or absent key does not matter
-        try:
-            user, role = agent.auth.session_user(session)
-            return user, "session", role
-        except HTTPError:
-            pass
-    agent.auth.key_ok(key)
-    return None, "key", "admin" if agent.config.agent["key_writes"] else "read"
 
 
 _WILDCARD = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)(?::[^>]*)?>$")
@@ -300,11 +236,40 @@ def exact_wildcards(environ: dict[str, Any], pattern: str, params: dict[str, Any
             try:
                 out[match.group(1)] = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
             except (UnicodeError, ValueError):
-                raise HTTPError(400, "The request path is not valid percent-encoded UTF-8.") from None
+                raise InvalidInput("The request path is not valid percent-encoded UTF-8.") from None
     for name, value in out.items():
         if isinstance(value, str) and "\x00" in value:  # PostgreSQL names cannot hold NUL: no such object
-            raise HTTPError(404, f"Not found: {name} {value!r} (names cannot contain NUL characters).")
+            raise NotFound(f"Not found: {name} {value!r} (names cannot contain NUL characters).")
     return out
+
+
+def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> bottle.HTTPResponse:
+    """The JSON error response: :func:`agent_core.web_errors.error_body` with ``status`` and ``headers``."""
+    response = bottle.HTTPResponse(body=error_body(message), status=status)
+    response.content_type = "application/json"
+    for name, value in (headers or {}).items():
+        response.set_header(name, value)
+    return response
+
+
+def to_response(result: Any) -> bottle.HTTPResponse:
+    """What a view returned, as bottle's response: a :class:`~agent_core.responses.Response`
+    with its status and headers, or a JSON value answered 200."""
+    if isinstance(result, bottle.HTTPResponse):  # the core's own views may still build one
+        return result
+    if not isinstance(result, Response):
+        return json_response(result)
+    response = bottle.HTTPResponse(body=result.payload(), status=result.status)
+    response.content_type = result.content_type
+    for name, value in result.headers.items():
+        response.set_header(name, value)
+    return response
+
+
+def _limits(agent: Agent) -> Limits:
+    """The wait limits and redaction the driver's error messages use."""
+    postgres = getattr(agent, "postgres", None)
+    return limits_of(agent.config.postgresql, getattr(postgres, "redact", None))
 
 
 def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
@@ -313,38 +278,18 @@ def _guard(agent: Agent, route: Route, public: bool) -> Callable[..., Any]:
     def wrapper(**params: Any) -> Any:
         raw = bottle.request
         try:
-            if public:
-                username, how, role = None, None, None
-            else:
-                try:
-                    username, how, role = _authenticate(agent, raw, route)
-                except SignatureRefused as refused:
-                    if (route.method, route.path) not in SIGNATURE_TOLERANT:
-                        raise
-                    log.info("signature refused on %s %s: %s", route.method, route.path, refused.message)
-                    username, how, role = None, INVALID_SIGNATURE, None
+            who = authenticate(agent, credentials(agent, raw), route, public)
             params = exact_wildcards(raw.environ, route.path, params)
-            result = view(Request(agent, raw, username, how, role), **params)
-        except HTTPError as e:
-            return json_error(e.status, e.message, e.headers)
-        except psycopg2.errors.QueryCanceled:
-            limit = agent.config.postgresql["statement_timeout"]
-            return json_error(504, f"PostgreSQL took longer than statement_timeout ({limit} s) to answer.")
-        except psycopg2.errors.LockNotAvailable:
-            # 504 like statement_timeout: a wait limit of the agent ran out, PostgreSQL is
-            # up (503 means unreachable) and the same request may succeed once the lock is gone
-            limit = agent.config.postgresql.get("lock_timeout")
-            return json_error(
-                504, f"PostgreSQL waited longer than lock_timeout ({limit} s) for a lock held by another session."
-            )
+            result = view(Request(agent, raw, who.username, who.how, who.role), **params)
         except bottle.HTTPResponse:
             raise
-        except BaseException:  # SystemExit from a plugin too: re-raised, it stopped cheroot
-            log.exception("unexpected error on %s %s", raw.method, loggable(raw.path))
-            return json_error(500, INTERNAL_ERROR)
-        if isinstance(result, bottle.HTTPResponse):
-            return result
-        return json_response(result)
+        except BaseException as e:  # SystemExit from a plugin too: re-raised, it stopped cheroot
+            known = answer_for(e, _limits(agent))
+            if known is None:
+                log.exception("unexpected error on %s %s", raw.method, loggable(raw.path))
+                return json_error(500, INTERNAL_ERROR)
+            return json_error(known.status, known.message, known.headers)
+        return to_response(result)
 
     wrapper.__name__ = getattr(view, "__name__", "view")
     wrapper.__doc__ = view.__doc__
@@ -369,7 +314,7 @@ def _error_handler(error: bottle.HTTPError) -> str:
     else:
         message = str(error.body) if error.body else bottle.HTTP_CODES.get(status, "Error")
     bottle.response.content_type = "application/json"
-    return json.dumps({"error": message})
+    return error_body(message)
 
 
 def build_app(agent: Agent, core_routes: Iterable[tuple[Route, bool]], plugin_routes: Iterable[Route]) -> bottle.Bottle:

@@ -23,15 +23,13 @@ to browser clients (``Access-Control-Expose-Headers``).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import bottle
-
-from .errors import HTTPError
+from .errors import InvalidInput
+from .responses import JSONText, Response
 
 if TYPE_CHECKING:
     from .http import Request
@@ -62,9 +60,7 @@ def page(request: Request, default: int | None = None) -> Page:
         limit = min(default or settings["listing_limit_default"], maximum)
     else:
         if not _DIGITS.match(text) or not 1 <= int(text) <= maximum:
-            raise HTTPError(
-                400, f"Parameter 'limit' must be an integer from 1 to {maximum} ([agent] listing_limit_max)."
-            )
+            raise InvalidInput(f"Parameter 'limit' must be an integer from 1 to {maximum} ([agent] listing_limit_max).")
         limit = int(text)
     cursor = request.query.get("cursor")
     if cursor is not None and not _CURSOR.match(cursor):
@@ -72,30 +68,30 @@ def page(request: Request, default: int | None = None) -> Page:
     return Page(limit, cursor)
 
 
-def bad_cursor() -> HTTPError:
-    return HTTPError(400, "Parameter 'cursor' is malformed: pass the X-Next-Cursor value of the previous page.")
+def bad_cursor() -> InvalidInput:
+    return InvalidInput("Parameter 'cursor' is malformed: pass the X-Next-Cursor value of the previous page.")
 
 
-class JSONText(str):
-    """A body already written as JSON text (answered as it is)."""
+__all__ = ["HEADERS", "NEXT_CURSOR", "JSONText", "Page", "answer", "bad_cursor", "next_headers", "page"]
 
 
-def answer(request: Request, body: Any, limit: int, next_cursor: str | None) -> bottle.HTTPResponse:
-    """``body`` as JSON (a :class:`JSONText` as it is), with ``X-Next-Cursor``
-    and ``Link`` when there is a next page."""
-    text = str.__str__(body) if isinstance(body, JSONText) else json.dumps(body, default=str)
-    response = bottle.HTTPResponse(body=text, status=200)
-    response.content_type = "application/json"
-    if next_cursor is not None:
-        query = {k: v for k, v in request.query.items() if k not in ("limit", "cursor", "key")}
-        query.update(limit=str(limit), cursor=next_cursor)
-        path = quote(request.raw.environ.get("PATH_INFO", request.path) or "/", safe="/%")
-        target = request.raw.environ.get("REQUEST_URI", "").split("?", 1)[0]
-        if target.startswith("/"):  # as sent, so encoded names (%2F) stay exact
-            path = target
-        response.set_header(NEXT_CURSOR, next_cursor)
-        response.set_header("Link", f'<{path}?{urlencode(query)}>; rel="next"')
-    return response
+def next_headers(request: Request, limit: int, next_cursor: str | None) -> dict[str, str]:
+    """``X-Next-Cursor`` and ``Link`` of the next page; none on the last page."""
+    if next_cursor is None:
+        return {}
+    query = {k: v for k, v in request.query.items() if k not in ("limit", "cursor", "key")}
+    query.update(limit=str(limit), cursor=next_cursor)
+    path = quote(request.raw.environ.get("PATH_INFO", request.path) or "/", safe="/%")
+    target = request.raw.environ.get("REQUEST_URI", "").split("?", 1)[0]
+    if target.startswith("/"):  # as sent, so encoded names (%2F) stay exact
+        path = target
+    return {NEXT_CURSOR: next_cursor, "Link": f'<{path}?{urlencode(query)}>; rel="next"'}
+
+
+def answer(request: Request, body: Any, limit: int, next_cursor: str | None) -> Response:
+    """``body`` as JSON (a :class:`~agent_core.responses.JSONText` as it is),
+    with ``X-Next-Cursor`` and ``Link`` when there is a next page."""
+    return Response(body, headers=next_headers(request, limit, next_cursor))
 
 
 # -- OpenAPI ------------------------------------------------------------------

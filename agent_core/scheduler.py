@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from .errors import Conflict, HTTPError, NotFound, first_line
+from .errors import Conflict, NotFound, TooMany, first_line
 from .store import Store, StoreUnavailable, UTCDateTime, now, operations
 
 if TYPE_CHECKING:
@@ -57,15 +57,14 @@ NOTICE_SAVE_INTERVAL = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class TooManyPending(HTTPError):
-    """429: ``scheduler_pending_max`` operations already wait to run."""
+class TooManyPending(TooMany):
+    """``scheduler_pending_max`` operations already wait to run (retry after 60 s)."""
 
     def __init__(self, maximum: int):
         super().__init__(
-            429,
             f"Too many operations waiting to run: {maximum} ([agent] scheduler_pending_max);"
             " cancel some or wait for them to run.",
-            {"Retry-After": "60"},
+            retry_after=60,
         )
 
 

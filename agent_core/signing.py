@@ -3,7 +3,7 @@
 The UI signs every request with its RSA private key; the agent verifies it
 with the UI's public key (``[signing] public_key``, fetched by ``pgwarden
 fetch-key``). This module holds the whole of it, called from the one place
-that authenticates (:func:`agent_core.http._identify`):
+that authenticates (:func:`agent_core.auth.authenticate`):
 
 - :func:`canonical_string`: what is signed (``docs/api-core.md``, Signed
   requests): ``<METHOD> <quoted target>``, an empty line, the signed headers
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
-from .errors import HTTPError
+from .errors import DomainError, Forbidden, InvalidInput, Unavailable
 
 log = logging.getLogger("pgwarden.signing")
 
@@ -63,8 +63,21 @@ WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 the addresses that mean every in
 NO_ROLE = "none"
 
 
-class SignatureRefused(HTTPError):
-    """A signed request refused (400 malformed, 403 not valid, 503 no usable key)."""
+class SignatureRefused(DomainError):
+    """A signed request refused: :class:`SignatureMalformed` (400),
+    :class:`SignatureInvalid` (403) or :class:`SignatureUnverifiable` (503)."""
+
+
+class SignatureMalformed(SignatureRefused, InvalidInput):
+    """The signature headers are missing, malformed or out of date."""
+
+
+class SignatureInvalid(SignatureRefused, Forbidden):
+    """A well-formed signature that is not valid here (wrong key, host, replayed)."""
+
+
+class SignatureUnverifiable(SignatureRefused, Unavailable):
+    """The agent cannot verify signatures now (no usable public key)."""
 
 
 def canonical_target(target: str) -> str:
@@ -325,7 +338,7 @@ class Signing:
         if self._file_stat() != self._stat:
             self.reload()
         if self._key is None:
-            raise SignatureRefused(503, f"Signed requests cannot be verified: {self._key_error}; see the agent's log.")
+            raise SignatureUnverifiable(f"Signed requests cannot be verified: {self._key_error}; see the agent's log.")
         return self._key
 
     # the host
@@ -357,63 +370,60 @@ class Signing:
         ``headers`` maps lower-case names to values (None when absent);
         ``body`` is the exact body (POST)."""
         if not self.enabled:
-            raise SignatureRefused(
-                403, "Signed requests are not enabled on this agent: set [signing] public_key (pgwarden fetch-key)."
+            raise SignatureInvalid(
+                "Signed requests are not enabled on this agent: set [signing] public_key (pgwarden fetch-key)."
             )
         signature = headers.get("x-temboard-signature")
         if not signature:
-            raise SignatureRefused(400, "Missing X-TemBoard-Signature header.")
+            raise SignatureMalformed("Missing X-TemBoard-Signature header.")
         version, sep, encoded = signature.partition(":")
         if not sep or version != "v1":
-            raise SignatureRefused(400, "X-TemBoard-Signature must be v1:<base64>.")
+            raise SignatureMalformed("X-TemBoard-Signature must be v1:<base64>.")
         try:
             raw_signature = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise SignatureRefused(400, "X-TemBoard-Signature is not valid base64.") from None
+            raise SignatureMalformed("X-TemBoard-Signature is not valid base64.") from None
         if not raw_signature:
-            raise SignatureRefused(400, "X-TemBoard-Signature is empty.")
+            raise SignatureMalformed("X-TemBoard-Signature is empty.")
         names = list(SIGNED_HEADERS) + (list(POST_HEADERS) if method == "POST" else [])
         values: dict[str, str] = {}
         for name in names:
             value = headers.get(name)
             if value is None or value == "":
-                raise SignatureRefused(400, f"Missing signed header {name.title()}.")
+                raise SignatureMalformed(f"Missing signed header {name.title()}.")
             values[name] = value
         if method != "POST" and body:
-            raise SignatureRefused(400, f"A signed {method} request must not have a body.")
+            raise SignatureMalformed(f"A signed {method} request must not have a body.")
         user = values["x-temboard-user"]
         if len(user) > MAX_USER:
-            raise SignatureRefused(400, f"X-TemBoard-User is longer than {MAX_USER} characters.")
+            raise SignatureMalformed(f"X-TemBoard-User is longer than {MAX_USER} characters.")
         if not _REQUEST_ID.match(values["x-temboard-request-id"]):
-            raise SignatureRefused(400, "X-TemBoard-Request-Id is malformed (8 to 128 letters, digits, ._~-).")
+            raise SignatureMalformed("X-TemBoard-Request-Id is malformed (8 to 128 letters, digits, ._~-).")
         try:
             date = parse_date(values["x-temboard-date"])
         except ValueError:
-            raise SignatureRefused(400, "X-TemBoard-Date is not a UTC date YYYYMMDDTHHMMSSZ.") from None
+            raise SignatureMalformed("X-TemBoard-Date is not a UTC date YYYYMMDDTHHMMSSZ.") from None
         now = self.clock()
         if date > now + self.clock_skew:
-            raise SignatureRefused(
-                400,
+            raise SignatureMalformed(
                 f"X-TemBoard-Date is {date - now:.0f} s in the future (more than [signing] clock_skew ="
                 f" {self.clock_skew} s): check the clocks of the UI and the agent.",
             )
         if date < now - self.max_age:
-            raise SignatureRefused(
-                400,
+            raise SignatureMalformed(
                 f"X-TemBoard-Date is {now - date:.0f} s old (more than [signing] max_age = {self.max_age} s):"
                 " a replayed request, or the clocks of the UI and the agent differ.",
             )
         message = canonical_string(method, target, values, body).encode("utf-8")
         if not verify_signature(self.key(), raw_signature, message):
-            raise SignatureRefused(403, "Invalid signature.")
+            raise SignatureInvalid("Invalid signature.")
         if not self.host_ok(values["host"]):
-            raise SignatureRefused(
-                403,
+            raise SignatureInvalid(
                 f"The request was signed for host {values['host']!r}, which is not this agent's"
                 " (its listen addresses and [signing] hosts).",
             )
         refused = self.replay.add(values["x-temboard-request-id"], date, date + self.max_age + 1, now)
         if refused:
-            raise SignatureRefused(403, f"Refused: {refused}.")
+            raise SignatureInvalid(f"Refused: {refused}.")
         role = self.user_roles.get(user, self.role)
         return Signer(user, role)

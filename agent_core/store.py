@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .errors import HTTPError, first_line
+from .errors import Unavailable, first_line
 from .files import create_private
 
 log = logging.getLogger("pgwarden.store")
@@ -111,12 +111,12 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class StoreUnavailable(HTTPError):
+class StoreUnavailable(Unavailable):
     """The operations store cannot be read or written (unreachable, locked,
-    read-only, disk full, I/O error): 503 naming the store and the cause."""
+    read-only, disk full, I/O error): naming the store and the cause."""
 
     def __init__(self, cause: str):
-        super().__init__(503, f"The operations store is unavailable: {cause}")
+        super().__init__(f"The operations store is unavailable: {cause}")
 
 
 #: Errors of the store itself, as opposed to a wrong statement (an

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from agent_core.auth import LoginSlots, Throttle, UsersFile, hash_password, verify_password
-from agent_core.errors import HTTPError
+from agent_core.errors import Unavailable
 from agent_core.hookspecs import hookimpl
 from agent_core.testing import KEY, PASSWORD, Client
 
@@ -320,9 +320,9 @@ def test_login_slots_bound_hashes_and_waiters():
         try:
             with slots.slot():
                 return "hashed"
-        except HTTPError as e:
-            assert e.headers == {"Retry-After": "1"}
-            return e.status
+        except Unavailable as e:  # 503
+            assert e.retry_after == 1
+            return 503
 
     holder = threading.Thread(target=hold)
     holder.start()

@@ -7,7 +7,7 @@ import urllib.parse
 import psycopg2
 import pytest
 
-from agent_core.errors import DatabaseNotFound, PostgresUnavailable
+from agent_core.errors import DatabaseNotFound, NotFound, PostgresUnavailable
 from agent_core.hookspecs import Route, hookimpl
 
 
@@ -63,7 +63,7 @@ def test_dedicated_connections_raise_database_not_found_too(make_agent):
     postgres = make_agent().agent.postgres
     with pytest.raises(DatabaseNotFound) as caught:
         postgres.dedicated("no_such_db", "pgwarden test")
-    assert caught.value.dbname == "no_such_db" and caught.value.status == 404
+    assert caught.value.dbname == "no_such_db" and isinstance(caught.value, NotFound)  # 404
     assert caught.value.message == "Database 'no_such_db' not found."
 
 

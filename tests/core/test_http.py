@@ -226,3 +226,39 @@ def test_nul_in_a_name_is_404_not_500(make_agent):
 
     c = make_agent(plugins={"names": types.SimpleNamespace(agent_register_routes=agent_register_routes)}).login()
     assert_json_error(c.get("/names/a%00b"), 404, "NUL")
+
+
+def test_views_answer_data_a_response_or_a_domain_error(make_agent):
+    """A plugin needs no web framework: a Response carries status and headers,
+    a domain error its status from the web layer's table."""
+    import types
+
+    from agent_core.errors import DatabaseNotFound, TooMany
+    from agent_core.hookspecs import Route, hookimpl
+    from agent_core.responses import Response
+
+    def refuse(request):
+        raise TooMany("Slow down.", retry_after=7)
+
+    def missing(request, dbname):
+        raise DatabaseNotFound(dbname)
+
+    @hookimpl
+    def agent_register_routes(agent):
+        return [
+            Route("GET", "/shaped/made", lambda request: Response({"made": 1}, status=201, headers={"X-Thing": "a"})),
+            Route("GET", "/shaped/raw", lambda request: Response(data=b"plain\n", content_type="text/plain")),
+            Route("GET", "/shaped/busy", refuse),
+            Route("GET", "/shaped/db/<dbname>", missing),
+        ]
+
+    shaped = types.SimpleNamespace(agent_register_routes=agent_register_routes)
+    c = make_agent(plugins={"shaped": shaped}).login()
+    made = c.get("/shaped/made")
+    assert (made.status, made.json(), made.headers["X-Thing"]) == (201, {"made": 1}, "a")
+    raw = c.get("/shaped/raw")
+    assert (raw.status, raw.text, raw.headers["Content-Type"]) == (200, "plain\n", "text/plain")
+    busy = c.get("/shaped/busy")
+    assert (busy.status, busy.body, busy.headers["Retry-After"]) == (429, b'{"error": "Slow down."}', "7")
+    gone = c.get("/shaped/db/nowhere")
+    assert (gone.status, gone.body) == (404, b'{"error": "Database \'nowhere\' not found."}')

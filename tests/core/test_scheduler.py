@@ -261,7 +261,7 @@ def test_pending_operations_are_capped_and_nothing_is_written_over_the_cap(make_
     for _ in range(3):  # bounded: every attempt over the cap is refused the same way
         with pytest.raises(TooManyPending) as refused:
             s.submit("probe.quick", run_at=later)
-        assert refused.value.status == 429 and "scheduler_pending_max" in refused.value.message
+        assert refused.value.retry_after == 60 and "scheduler_pending_max" in refused.value.message
     assert count(running, "todo") == 3 and count(running) == 3
     s.cancel(ids[0])  # one place freed
     s.submit("probe.quick", run_at=later)

@@ -1,10 +1,10 @@
 """Views of the hello plugin: each gets a ``Request`` and the path's wildcards,
-returns a JSON-serialisable value (answered 200) or raises ``HTTPError``."""
+returns a JSON-serialisable value (answered 200) or raises an error of :mod:`agent_core.errors`."""
 
 from datetime import datetime, timezone
 
 from agent_core import openapi
-from agent_core.errors import HTTPError, MalformedParameter, NotFound
+from agent_core.errors import InvalidInput, MalformedParameter, NotFound
 
 
 def hello(request):
@@ -42,7 +42,7 @@ def schedule_count(request, dbname):
     """
     body = request.json()
     if not isinstance(body, dict):
-        raise HTTPError(400, "Request body must be a JSON object.")
+        raise InvalidInput("Request body must be a JSON object.")
     run_at = None
     if body.get("datetime") is not None:
         try:

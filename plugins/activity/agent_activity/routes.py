@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from agent_core import paging
-from agent_core.errors import HTTPError, MalformedParameter
+from agent_core.errors import InvalidInput, MalformedParameter
 from agent_core.hookspecs import Route
 from agent_core.http import Request
 
@@ -126,8 +126,7 @@ def kill(request: Request) -> dict[str, Any]:
     unique = list(dict.fromkeys(pids))
     activity = service.get(request.agent)
     if len(unique) > activity.kill_max_pids:
-        raise HTTPError(
-            400,
+        raise InvalidInput(
             f"Too many pids: {len(unique)}; one request may name at most {activity.kill_max_pids}"
             " ([activity] kill_max_pids).",
         )

@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from agent_core.errors import HTTPError, StartupError, first_line
+from agent_core.errors import DomainError, StartupError, Unavailable, Unsupported, first_line
 from agent_core.stash import Stash, StashKey
 
 from .queries import LOCK_TARGET, Queries, UnsupportedVersion, decode, for_version
@@ -45,7 +45,7 @@ def get(agent: Any) -> Activity:
     stash: Stash = agent.stash
     instance = stash.get(KEY, None)
     if instance is None:
-        raise HTTPError(503, "The activity plugin is not started.")
+        raise Unavailable("The activity plugin is not started.")
     return instance
 
 
@@ -117,7 +117,7 @@ class Activity:
             try:
                 queries = for_version(conn.server_version)
             except UnsupportedVersion as e:
-                raise HTTPError(501, str(e)) from None
+                raise Unsupported(str(e)) from None
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
                 yield cur, queries
@@ -228,7 +228,7 @@ class Activity:
         pg = self.agent.postgres
         try:
             conn = pg.dedicated(dbname, timeouts=True)
-        except HTTPError as e:
+        except DomainError as e:
             log.debug("cannot resolve relations of database %r: %s", dbname, e.message)
             return {}
         try:
@@ -371,11 +371,10 @@ class Activity:
         try:
             record_results(store, requested_by, stamp, results)
         except Exception as e:  # the store failed: say what was done all the same, in a short line
-            cause = e.message if isinstance(e, HTTPError) else first_line(e)
+            cause = e.message if isinstance(e, DomainError) else first_line(e)
             shown = ", ".join(map(str, killed[:20])) + (f" and {len(killed) - 20} more" if len(killed) > 20 else "")
             log.error("kill by %s: %d terminated, results not recorded: %s", requested_by, len(killed), cause[:500])
-            raise HTTPError(
-                503,
+            raise Unavailable(
                 f"{len(killed)} of {len(results)} backends terminated ({shown or 'none'}), but the results"
                 f" could not be recorded in activity_kills (rows left as requested): {cause[:500]}",
             ) from None

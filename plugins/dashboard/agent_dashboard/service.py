@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import psutil
 
-from agent_core.errors import HTTPError
+from agent_core.errors import Unavailable
 from agent_core.stash import Stash, StashKey
 
 from .sampler import Sampler
@@ -41,7 +41,7 @@ def get(agent: Any) -> Dashboard:
     stash: Stash = agent.stash
     instance = stash.get(KEY, None)
     if instance is None:
-        raise HTTPError(503, "The dashboard plugin is not started.")
+        raise Unavailable("The dashboard plugin is not started.")
     return instance
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent_core.errors import HTTPError, first_line
+from agent_core.errors import DomainError, Unavailable, first_line
 from agent_core.scheduler import STATUSES
 from agent_core.store import operations
 
@@ -47,7 +47,7 @@ class MaintenanceCollector:
         self.refreshes = 0
 
     def _refresh(self, started: float) -> None:
-        from .routes import database_figures  # routes imports bottle views; not needed before
+        from .routes import database_figures  # the views; not needed before
 
         shim = types.SimpleNamespace(agent=self.agent)
         entries, oldest = [], 0.0
@@ -55,8 +55,8 @@ class MaintenanceCollector:
             for db in self.agent.postgres.query(queries.DATABASES):
                 try:
                     figures, age = database_figures(shim, db["datname"])  # type: ignore[arg-type]
-                except HTTPError as e:  # dropped meanwhile, not allowed, too slow: left out
-                    if e.status >= 500 and e.status != 504:
+                except DomainError as e:  # dropped meanwhile, not allowed, too slow: left out
+                    if isinstance(e, Unavailable):
                         raise
                     continue
                 entries.append(figures["entry"])

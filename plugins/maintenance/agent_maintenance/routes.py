@@ -24,13 +24,22 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-import bottle
 import psycopg2.errors
 
 from agent_core import paging
-from agent_core.errors import DatabaseNotFound, HTTPError, MalformedParameter, NotFound, PostgresUnavailable
+from agent_core.errors import (
+    Conflict,
+    DatabaseNotFound,
+    Forbidden,
+    InvalidInput,
+    MalformedParameter,
+    NotFound,
+    PostgresUnavailable,
+    Timeout,
+)
 from agent_core.hookspecs import Route
 from agent_core.http import Request, loggable
+from agent_core.responses import Response
 from agent_core.scheduler import Listed, Operation
 
 from . import flight, queries, reports, tasks
@@ -56,19 +65,19 @@ def _fits(name: str) -> bool:
 
 @contextlib.contextmanager
 def database(request: Request, dbname: str) -> Iterator[Any]:
-    """A pooled connection to ``dbname``; 404 when it does not exist (the
-    core's DatabaseNotFound), 403 when the role may not connect, 409 when it
-    accepts no connection, 504 when a statement exceeds the core's
-    statement_timeout or waits for a lock longer than its lock_timeout."""
+    """A pooled connection to ``dbname``; the core's DatabaseNotFound when it
+    does not exist (404), Forbidden when the role may not connect, Conflict
+    when it accepts no connection, Timeout naming the database when a
+    statement exceeds the core's statement_timeout or waits for a lock longer
+    than its lock_timeout (the core's own 504 would not name it)."""
     agent = request.agent
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
     except psycopg2.errors.QueryCanceled:
-        raise HTTPError(504, f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
+        raise Timeout(f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
     except psycopg2.errors.LockNotAvailable:
-        raise HTTPError(
-            504,
+        raise Timeout(
             f"Reading database '{dbname}' waited for a lock held by another session longer than"
             " [postgresql] lock_timeout; try again later.",
         ) from None
@@ -77,9 +86,9 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
         if not rows:  # dropped meanwhile
             raise DatabaseNotFound(dbname) from None
         if not rows[0]["datallowconn"]:
-            raise HTTPError(409, f"Database '{dbname}' does not allow connections.") from None
+            raise Conflict(f"Database '{dbname}' does not allow connections.") from None
         if not rows[0]["can_connect"]:
-            raise HTTPError(403, f"The agent's role may not connect to database '{dbname}'.") from None
+            raise Forbidden(f"The agent's role may not connect to database '{dbname}'.") from None
         raise
 
 
@@ -122,20 +131,19 @@ def check_target(
 BATCH_ROWS = 100
 
 
-def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> bottle.HTTPResponse:
+def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> Response:
     """``document`` (or its JSON text, or the chunks of it) answered 200 with
     ``Age``: whole seconds since its figures were read. Kept chunks (a tuple)
     are sent with their Content-Length; a stream (any other iterable) without:
     chunked to HTTP/1.1 clients, up to the connection's end to HTTP/1.0 ones."""
+    headers = {}
     if isinstance(document, dict):
         document = json.dumps(document, default=str).encode()
-    response = bottle.HTTPResponse(body=document, status=200)
     if isinstance(document, tuple):
-        response.set_header("Content-Length", str(sum(len(chunk) for chunk in document)))
-        response.body = Sent(document)
-    response.content_type = "application/json"
-    response.set_header("Age", str(max(int(age), 0)))
-    return response
+        headers["Content-Length"] = str(sum(len(chunk) for chunk in document))
+        document = Sent(document)
+    headers["Age"] = str(max(int(age), 0))
+    return Response(data=document, headers=headers)
 
 
 def _idle_timeout(request: Request) -> int:
@@ -170,7 +178,7 @@ def database_figures(request: Request, dbname: str) -> tuple[dict[str, Any], flo
     return flight.of(request.agent).get((dbname, None), compute, size)  # type: ignore[no-any-return]
 
 
-def get_instance(request: Request) -> bottle.HTTPResponse:
+def get_instance(request: Request) -> Response:
     """GET /maintenance: the instance's total size and one entry per database
     (connectable, not a template): sizes of tables, indexes and TOAST, counts,
     bloat estimates. ``Age``: the age of the oldest database's figures.
@@ -191,7 +199,7 @@ def get_instance(request: Request) -> bottle.HTTPResponse:
     return with_age({"databases": entries, "instance": {"total_bytes": total, "total_size": pretty(total)}}, oldest)
 
 
-def get_database(request: Request, dbname: str) -> bottle.HTTPResponse:
+def get_database(request: Request, dbname: str) -> Response:
     """GET /maintenance/<dbname>: one entry per schema (temporary and TOAST
     schemas left out) and the database's size; ``Age`` header.
 
@@ -202,7 +210,7 @@ def get_database(request: Request, dbname: str) -> bottle.HTTPResponse:
     return with_age(figures["report"], age)
 
 
-def get_schema(request: Request, dbname: str, schema: str) -> bottle.HTTPResponse:
+def get_schema(request: Request, dbname: str, schema: str) -> Response:
     """GET /maintenance/<dbname>/schema/<schema>: its tables and indexes with
     sizes, bloat estimates and usage, and its size; ``Age`` header.
 
@@ -337,7 +345,7 @@ def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[st
 def _body(request: Request) -> dict[str, Any]:
     body = request.json()
     if not isinstance(body, dict):
-        raise HTTPError(400, "Request body must be a JSON object.")
+        raise InvalidInput("Request body must be a JSON object.")
     return body
 
 
@@ -454,7 +462,7 @@ def entries_json(request: Request, listed: list[Listed]) -> paging.JSONText:
     return paging.JSONText("[" + ", ".join(out) + "]")
 
 
-def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., bottle.HTTPResponse]:
+def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., Response]:
     doc = (
         f"GET {level}/{verb}/scheduled[?limit=N&cursor=C]: the {verb} operations"
         + (f" filtered by exactly {', '.join(filters)}" if filters else "")
@@ -471,7 +479,7 @@ def _lister(verb: str, level: str, filters: tuple[str, ...]) -> Callable[..., bo
         schema: str | None = None,
         table: str | None = None,
         index: str | None = None,
-    ) -> bottle.HTTPResponse:
+    ) -> Response:
         page = paging.page(request)
         if dbname is not None:
             check_target(request, dbname, schema, table if "table" in filters else None)
