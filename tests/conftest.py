@@ -21,6 +21,24 @@ pytest_plugins = ["agent_core.testing"]
 #: The installed agent's default places: the test suite must never write there.
 SYSTEM_PATHS = ("/var/lib/pgwarden", "/etc/pgwarden")
 
+#: Fixtures that start PostgreSQL (every agent fixture depends on ``pg_cluster``).
+PG_FIXTURES = frozenset({"pg_cluster", "own_cluster"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast layer: a test that needs no PostgreSQL cluster (none of
+    :data:`PG_FIXTURES` among its fixtures, direct or not) and is not marked
+    ``slow``, ``packaging`` or ``process`` (a test that runs a program: the
+    CLI, a cluster or a server started by itself) is marked ``unit``. ``make test`` runs ``-m unit`` first
+    (seconds), then ``-m "not unit"``: the two selections make the whole suite."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & PG_FIXTURES:
+            continue
+        if any(item.get_closest_marker(m) for m in ("slow", "packaging", "process")):
+            continue
+        item.add_marker(pytest.mark.unit)
+
 
 def snapshot(paths=SYSTEM_PATHS):
     """Every file and directory under ``paths`` with its size and mtime (what was
