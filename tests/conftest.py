@@ -107,12 +107,12 @@ def agent_process(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[...,
     stopped at teardown."""
     started: list[AgentProcess] = []
 
-    from agent_core.testing import KEY, PASSWORD, wait_for
+    from agent_core.testing import KEY, PASSWORD, add_user, wait_for
 
     def start(open_files: int | None = None, **settings: Any) -> AgentProcess:
         home = tmp_path / f"home{len(started)}"
         home.mkdir()
-        UsersFile(str(home / "users")).set("alice", PASSWORD)
+        add_user(UsersFile(str(home / "users")), "alice", PASSWORD)
         port = free_port()
         log_path = home / "agent.log"
         agent = {"address": "127.0.0.1", "port": port, "home": home, "key": KEY, "log_level": "DEBUG"}
