@@ -84,6 +84,7 @@ __all__ = [
     "TemboardSigner",
     "add_user",
     "agent_config",
+    "certificate_files",
     "find_bindir",
     "free_port",
     "wait_for",
@@ -103,6 +104,20 @@ def add_user(users: UsersFile, username: str, password: str, role: str = "admin"
     current = users.load()
     current[username] = User(role, hash_password(password, **TEST_SCRYPT))
     users.save(current)
+
+
+def certificate_files(directory: str | os.PathLike[str], identity: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``identity`` and its key, written as ``cert.pem`` and
+    ``key.pem`` in ``directory``: issued in-process by a test CA of trustme
+    (``ca.pem`` beside them); skips when trustme is not installed."""
+    trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
+    d = Path(directory)
+    ca = trustme.CA()
+    issued = ca.issue_cert(identity)
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    issued.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(d / "key.pem"))
+    return d / "cert.pem", d / "key.pem"
 
 
 class Clock:
