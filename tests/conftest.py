@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pathlib
 import resource
 import signal
@@ -31,6 +32,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``slow``, ``packaging`` or ``process`` (a test that runs a program: the
     CLI, a cluster or a server started by itself) is marked ``unit``. ``make test`` runs ``-m unit`` first
     (seconds), then ``-m "not unit"``: the two selections make the whole suite."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # a pytest-xdist worker (make test): the minutes-long install tests first,
+        # so that they overlap the rest instead of ending the run alone
+        items.sort(key=lambda item: item.get_closest_marker("packaging") is None)
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & PG_FIXTURES:
