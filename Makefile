@@ -22,15 +22,21 @@ demo: venv
 # make test: the fast layer first (tests marked unit, no PostgreSQL: seconds; a
 # failure stops here), then the PostgreSQL suites over TEST_WORKERS pytest-xdist
 # workers (each its own throwaway cluster; the tests mostly wait on PostgreSQL
-# and HTTP, so more workers than cores pay), then the example plugin's tests
-# beside every benchmark's --smoke run (bench/smoke.py; they assert no timing).
+# and HTTP, so more workers than cores pay) while bench/smoke.py runs the
+# example plugin's tests and every benchmark's --smoke run (they assert no
+# timing) in the background; their output follows the suites'.
 # TEST_WORKERS=0 runs the suites in one process.
 TEST_WORKERS ?= 4
 test: venv
 	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest -q -m unit
-	$(PY) -m pytest -m "not unit" -n $(TEST_WORKERS) --dist loadgroup
-	$(PY) bench/smoke.py "cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests"
+	@log=$$(mktemp); \
+	echo "== in the background: bench/smoke.py (the example plugin's tests, every --smoke run) > $$log"; \
+	$(PY) bench/smoke.py "cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests" > $$log 2>&1 & smokes=$$!; \
+	echo "$(PY) -m pytest -m 'not unit' -n $(TEST_WORKERS) --dist loadgroup --durations=10"; \
+	$(PY) -m pytest -m "not unit" -n $(TEST_WORKERS) --dist loadgroup --durations=10; suites=$$?; \
+	wait $$smokes; smoked=$$?; cat $$log; rm -f $$log; \
+	test $$suites -eq 0 && test $$smoked -eq 0
 
 # make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
 # (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)

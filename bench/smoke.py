@@ -1,5 +1,5 @@
 """Every benchmark's ``--smoke`` run (and any other command given), all at once:
-what ``make test`` runs after the test suites, so that no benchmark rots.
+what ``make test`` runs beside the PostgreSQL suites, so that no benchmark rots.
 
 Each command's output is kept and printed whole when it ends, under a line
 naming it with its exit status and wall time; the exit status is 1 if any
