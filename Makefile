@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	@echo "== virtualenv $(VENV): the core, the plugins (editable) and the test tools; once per clone"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
+	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest pytest-xdist==3.8.0 ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
 	touch $@
 
 venv: $(VENV)/.installed
@@ -19,16 +19,24 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/pgwarden demo
 
+# make test: the fast layer first (tests marked unit, no PostgreSQL: seconds; a
+# failure stops here), then the PostgreSQL suites over TEST_WORKERS pytest-xdist
+# workers (each its own throwaway cluster; the tests mostly wait on PostgreSQL
+# and HTTP, so more workers than cores pay) while bench/smoke.py runs the
+# example plugin's tests and every benchmark's --smoke run (they assert no
+# timing) in the background; their output follows the suites'.
+# TEST_WORKERS=0 runs the suites in one process.
+TEST_WORKERS ?= 4
 test: venv
 	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
-	$(PY) -m pytest
-	cd examples/pgwarden-tiny && $(abspath $(PY)) -m pytest -q tests
-	cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests
-	$(PY) bench/run.py --smoke  # the benchmark harness in seconds, so it cannot rot; asserts no timing
-	$(PY) bench/hostile.py --smoke  # service beside hostile peers, in seconds; asserts no timing
-	$(PY) bench/dashboard.py --smoke  # dashboard request, sampler and history costs, ~6 s; asserts no timing
-	$(PY) bench/signing.py --smoke  # signature verification and replay cache figures; asserts no timing
-	$(PY) bench/metrics.py --smoke  # GET /metrics scrape latency and PostgreSQL statements per scrape; asserts no timing
+	$(PY) -m pytest -q -m unit
+	@log=$$(mktemp); \
+	echo "== in the background: bench/smoke.py (the example plugin's tests, every --smoke run) > $$log"; \
+	$(PY) bench/smoke.py "cd examples/pgwarden-tiny && $(abspath $(PY)) -m pytest -q tests" "cd examples/pgwarden-hello && $(abspath $(PY)) -m pytest -q tests" > $$log 2>&1 & smokes=$$!; \
+	echo "$(PY) -m pytest -m 'not unit' -n $(TEST_WORKERS) --dist loadgroup --durations=10"; \
+	$(PY) -m pytest -m "not unit" -n $(TEST_WORKERS) --dist loadgroup --durations=10; suites=$$?; \
+	wait $$smokes; smoked=$$?; cat $$log; rm -f $$log; \
+	test $$suites -eq 0 && test $$smoked -eq 0
 
 # make soak: the long runs (docs/reliability.md): the load test for SOAK_SECONDS
 # (default 600) instead of 20, then the fault suites SOAK_ROUNDS times (default 5)

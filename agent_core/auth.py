@@ -436,6 +436,9 @@ class Auth:
         self._sessions_lock = threading.Lock()
         #: Called with ``success``, ``failure``, ``throttled`` or ``busy`` for each login (GET /metrics).
         self.observe_login: Callable[[str], None] = lambda result: None
+        #: The time of logins and session checks (aware UTC). A seam for tests, which
+        #: move it forward instead of sleeping through idle and lifetime limits.
+        self.clock: Callable[[], datetime] = now
 
     @staticmethod
     def _digest(token: str) -> str:
@@ -463,7 +466,7 @@ class Auth:
         self.throttle.succeeded(username, address)
         self.observe_login("success")
         token = secrets.token_hex(32)
-        stamp = now()
+        stamp = self.clock()
         with self.store.begin() as conn:
             conn.execute(
                 sessions.insert().values(
@@ -483,7 +486,7 @@ class Auth:
         if token is None or not SESSION_RE.match(token):
             raise MalformedParameter("X-Session")
         digest = self._digest(token)
-        stamp = now()
+        stamp = self.clock()
         with self._sessions_lock:
             known = self._sessions.get(digest)
         if known is None or (stamp - known.read_at).total_seconds() >= SESSION_RECHECK:

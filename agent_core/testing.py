@@ -22,6 +22,7 @@ Fixtures:
     ``make_agent()`` with no plugin: the core alone.
 ``client``
     A :class:`Client` logged in as ``alice`` on ``agent``.
+
 ``databases`` (function)
     :class:`Databases`: ``databases.create("prefix")`` makes a database named
     ``prefix_<8 hex>`` on ``pg_cluster`` (optionally with ``CREATE DATABASE``
@@ -37,6 +38,14 @@ Fixtures:
     rolled back and connections closed.
 
 Tests talk to the agent over real HTTP with :class:`Client`.
+
+The users the fixtures write are hashed with :data:`TEST_SCRYPT`, cheap scrypt
+parameters (:func:`add_user`): a login verifies with the parameters stored in
+the hash, so the tests' logins cost microseconds, not ~65 ms each. Only the
+test harness does this: ``pgwarden user`` and ``pgwarden setup`` hash with
+:mod:`agent_core.auth`'s own parameters, and so does any test that calls
+:meth:`~agent_core.auth.UsersFile.set`. :class:`Clock` moves time forward
+where the code has a clock seam, instead of sleeping.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,20 +67,24 @@ import pytest
 from psycopg2 import sql
 
 from .agent import Agent
-from .auth import UsersFile
+from .auth import User, UsersFile, hash_password
 from .cluster import INSTALL_HINT, Cluster, find_bindir, free_port
 
 __all__ = [
     "INSTALL_HINT",
+    "TEST_SCRYPT",
     "Backends",
     "Client",
+    "Clock",
     "Cluster",
     "Databases",
     "Held",
     "Response",
     "RunningAgent",
     "TemboardSigner",
+    "add_user",
     "agent_config",
+    "certificate_files",
     "find_bindir",
     "free_port",
     "run_now",
@@ -83,6 +97,52 @@ from .store import now, operations
 
 PASSWORD = "correct horse battery staple"
 KEY = "0123456789abcdef-test-key"
+#: scrypt parameters of the users the fixtures write: about 2,000 times cheaper
+#: than the agent's own (n=2**14, r=8), for tests only (see the module's docstring).
+TEST_SCRYPT = {"n": 2**4, "r": 1, "p": 1}
+
+
+def add_user(users: UsersFile, username: str, password: str, role: str = "admin") -> None:
+    """Add or replace a user of ``users``, its password hashed with :data:`TEST_SCRYPT`."""
+    current = users.load()
+    current[username] = User(role, hash_password(password, **TEST_SCRYPT))
+    users.save(current)
+
+
+def certificate_files(directory: str | os.PathLike[str], identity: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``identity`` and its key, written as ``cert.pem`` and
+    ``key.pem`` in ``directory``: issued in-process by a test CA of trustme
+    (``ca.pem`` beside them); skips when trustme is not installed."""
+    trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
+    d = Path(directory)
+    ca = trustme.CA()
+    issued = ca.issue_cert(identity)
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    issued.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(d / "key.pem"))
+    return d / "cert.pem", d / "key.pem"
+
+
+class Clock:
+    """Real time moved forward by :meth:`advance`, for the code's clock seams
+    (``running.agent.auth.clock = clock.now``, ``Throttle(clock=clock.monotonic)``):
+    a test advances it past a limit instead of sleeping until then."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def now(self) -> datetime:
+        """Aware UTC, as :func:`agent_core.store.now`."""
+        return datetime.now(timezone.utc) + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
 
 
 class Response:
@@ -381,7 +441,7 @@ def make_agent(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ru
         users_file = UsersFile(os.path.join(str(home), "users"))
         for name, entry in (users if users is not None else {"alice": PASSWORD}).items():
             password, role = (entry, "admin") if isinstance(entry, str) else entry
-            users_file.set(name, password, role)
+            add_user(users_file, name, password, role)
         running = RunningAgent(raw, plugins, environ or {})
         started.append(running)
         return running

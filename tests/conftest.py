@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pathlib
 import resource
 import signal
@@ -20,6 +21,28 @@ pytest_plugins = ["agent_core.testing"]
 
 #: The installed agent's default places: the test suite must never write there.
 SYSTEM_PATHS = ("/var/lib/pgwarden", "/etc/pgwarden")
+
+#: Fixtures that start PostgreSQL (every agent fixture depends on ``pg_cluster``).
+PG_FIXTURES = frozenset({"pg_cluster", "own_cluster"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast layer: a test that needs no PostgreSQL cluster (none of
+    :data:`PG_FIXTURES` among its fixtures, direct or not) and is not marked
+    ``slow``, ``packaging`` or ``process`` (a test that runs a program: the
+    CLI, a cluster or a server started by itself) is marked ``unit``. ``make test`` runs ``-m unit`` first
+    (seconds), then ``-m "not unit"``: the two selections make the whole suite."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # a pytest-xdist worker (make test): the minutes-long install tests first,
+        # so that they overlap the rest instead of ending the run alone
+        items.sort(key=lambda item: item.get_closest_marker("packaging") is None)
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & PG_FIXTURES:
+            continue
+        if any(item.get_closest_marker(m) for m in ("slow", "packaging", "process")):
+            continue
+        item.add_marker(pytest.mark.unit)
 
 
 def snapshot(paths=SYSTEM_PATHS):
@@ -89,12 +112,12 @@ def agent_process(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[...,
     stopped at teardown."""
     started: list[AgentProcess] = []
 
-    from agent_core.testing import KEY, PASSWORD, wait_for
+    from agent_core.testing import KEY, PASSWORD, add_user, wait_for
 
     def start(open_files: int | None = None, **settings: Any) -> AgentProcess:
         home = tmp_path / f"home{len(started)}"
         home.mkdir()
-        UsersFile(str(home / "users")).set("alice", PASSWORD)
+        add_user(UsersFile(str(home / "users")), "alice", PASSWORD)
         port = free_port()
         log_path = home / "agent.log"
         agent = {"address": "127.0.0.1", "port": port, "home": home, "key": KEY, "log_level": "DEBUG"}

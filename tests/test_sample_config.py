@@ -53,6 +53,7 @@ def test_every_core_option_is_in_the_operator_guide():
             assert f"`{key}`" in guide, f"docs/operator-guide.md lacks [{schema.name}] {key}"
 
 
+@pytest.mark.process
 def test_sample_config_passes_check_config(tmp_path):
     plugin_schemas()  # the plugins installed
     # the sample's home is /var/lib/pgwarden: the test points it at a scratch directory

@@ -15,7 +15,6 @@ what the page reads from the answers.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from typing import Any
 
@@ -25,10 +24,6 @@ from test_temboard_ui import UI, Recorder, certificate  # noqa: F401 (the 7.11 U
 import agent_activity.plugin as activity_plugin
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.testing import PASSWORD, TemboardSigner, wait_for
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="openssl command not found (apt-get install openssl)"
-)
 
 TIMEOUT = 30  # the UI's own timeout
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -31,12 +29,8 @@ import pytest
 
 import agent_activity.plugin as activity_plugin
 import agent_maintenance.plugin as maintenance_plugin
-from agent_core.testing import KEY, PASSWORD, wait_for
+from agent_core.testing import KEY, PASSWORD, certificate_files, wait_for
 from agent_maintenance.sizes import pretty
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="openssl command not found (apt-get install openssl)"
-)
 
 TIMEOUT = 60
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
@@ -119,15 +113,7 @@ class UI:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    command = "openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2"
-    subprocess.run(
-        [*command.split(), "-subj", "/CN=pgwarden.example"],
-        cwd=d,
-        check=True,
-        capture_output=True,
-    )
-    return d / "server.pem", d / "server.key"
+    return certificate_files(tmp_path_factory.mktemp("tls"), "pgwarden.example")
 
 
 class Recorder:

@@ -2,14 +2,13 @@
 
 import re
 import threading
-import time
 
 import pytest
 
 from agent_core.auth import LoginSlots, Throttle, UsersFile, hash_password, verify_password
 from agent_core.errors import Unavailable
 from agent_core.hookspecs import hookimpl
-from agent_core.testing import KEY, PASSWORD, Client
+from agent_core.testing import KEY, PASSWORD, Client, Clock
 
 
 def test_password_hash_roundtrip_and_parameters_stored():
@@ -75,14 +74,16 @@ def test_sessions_are_stored_hashed_and_survive_restart(agent):
 
 def test_idle_expiry_slides_and_absolute_limit(make_agent):
     running = make_agent(config={"agent": {"session_idle": 2, "session_lifetime": 4}})
+    clock = Clock()  # the agent's time, moved forward instead of slept through
+    running.agent.auth.clock = clock.now
     c = running.login()
     for _ in range(3):  # keeps sliding: used every second, alive for 3 s > idle
-        time.sleep(1)
+        clock.advance(1)
         assert c.get("/profile").status == 200
-    time.sleep(1.5)  # 4.5 s after login: past the absolute limit
+    clock.advance(1.5)  # 4.5 s after login: past the absolute limit
     assert c.get("/profile").status == 401
     idle = running.login()
-    time.sleep(2.5)
+    clock.advance(2.5)  # unused for longer than the idle limit, within the lifetime
     assert idle.get("/profile").json() == {"error": "Invalid session."}
 
 
@@ -93,6 +94,8 @@ def test_deleted_user_loses_sessions(agent):
 
 
 def test_throttling_grows_with_retry_after(agent):
+    clock = Clock()
+    agent.agent.auth.throttle = Throttle(agent.agent.config.agent["login_failures"], clock=clock.monotonic)
     c = agent.client()
     statuses = [c.post("/login", {"username": "alice", "password": "bad"}).status for _ in range(3)]
     assert statuses == [401, 401, 401]
@@ -100,7 +103,7 @@ def test_throttling_grows_with_retry_after(agent):
     assert res.status == 429, res
     assert int(res.headers["Retry-After"]) >= 1
     assert "error" in res.json()
-    time.sleep(int(res.headers["Retry-After"]) + 0.1)
+    clock.advance(int(res.headers["Retry-After"]) + 0.1)  # instead of sleeping
     assert c.post("/login", {"username": "alice", "password": "bad"}).status == 401
     res = c.post("/login", {"username": "alice", "password": PASSWORD})
     assert res.status == 429

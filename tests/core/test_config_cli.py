@@ -103,6 +103,7 @@ def test_plain_http_refused_off_loopback(tmp_path):
         )
 
 
+@pytest.mark.process
 def test_check_config_ok_and_errors_without_traceback(tmp_path):
     ok = write_conf(
         tmp_path,
@@ -136,6 +137,7 @@ def test_check_config_ok_and_errors_without_traceback(tmp_path):
     assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.process
 def test_plugin_not_installed_names_installed_ones(tmp_path, fake_plugins):
     conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = nosuch\n")
     res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins)})
@@ -144,6 +146,7 @@ def test_plugin_not_installed_names_installed_ones(tmp_path, fake_plugins):
     assert "broken" in res.stderr and "good" in res.stderr
 
 
+@pytest.mark.process
 def test_plugin_import_failure_names_plugin_and_distribution(tmp_path, fake_plugins):
     conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = broken\n")
     res = run_cli("-c", conf, "check-config", env={"PYTHONPATH": str(fake_plugins)})
@@ -153,6 +156,7 @@ def test_plugin_import_failure_names_plugin_and_distribution(tmp_path, fake_plug
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.process
 def test_disabled_plugins_are_never_imported_and_their_sections_ignored(tmp_path, fake_plugins):
     marker = tmp_path / "imported"
     conf = write_conf(
@@ -178,6 +182,7 @@ def test_disabled_plugins_are_never_imported_and_their_sections_ignored(tmp_path
     assert "good.shade: unknown key" in res.stderr
 
 
+@pytest.mark.process
 def test_plugins_command_lists_versions_and_state(tmp_path, fake_plugins):
     conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good\n")
     res = run_cli("-c", conf, "plugins", env={"PYTHONPATH": str(fake_plugins), "TRACKER_FILE": "/nonexistent/x"})
@@ -193,6 +198,7 @@ def test_plugins_command_lists_versions_and_state(tmp_path, fake_plugins):
     assert "Traceback" not in res.stdout + res.stderr
 
 
+@pytest.mark.process
 def test_plugins_command_flags_unknown_hooks(tmp_path, fake_plugins):
     (fake_plugins / "good_plugin.py").write_text(
         "from agent_core.hookspecs import hookimpl\n"
@@ -209,6 +215,7 @@ def test_plugins_command_flags_unknown_hooks(tmp_path, fake_plugins):
     assert "nosuch" in res.stderr and "not installed" in res.stderr
 
 
+@pytest.mark.process
 def test_plugins_command_marks_an_optional_unknown_hook_without_error(tmp_path, fake_plugins):
     (fake_plugins / "good_plugin.py").write_text(
         "from agent_core.hookspecs import hookimpl\n"
@@ -223,6 +230,7 @@ def test_plugins_command_marks_an_optional_unknown_hook_without_error(tmp_path, 
     assert good + 2 == len(out) or not out[good + 2].startswith("    error:")
 
 
+@pytest.mark.process
 def test_help_is_useful():
     res = run_cli("--help")
     assert res.returncode == 0
@@ -235,6 +243,7 @@ def test_help_is_useful():
     assert res.returncode == 0 and "username" in res.stdout
 
 
+@pytest.mark.process
 def test_user_commands_read_password_from_stdin_never_argv(tmp_path):
     users = str(tmp_path / "users")
     res = run_cli("user", "--users-file", users, "add", "carol", input="pa55word\n")
@@ -253,6 +262,7 @@ def test_user_commands_read_password_from_stdin_never_argv(tmp_path):
     assert res.returncode == 1 and "empty password" in res.stderr
 
 
+@pytest.mark.process
 def test_user_roles_from_the_command_line(tmp_path):
     users = str(tmp_path / "users")
     assert run_cli("user", "add", "--role", "read", "dash", "--users-file", users, input="pw\n").returncode == 0
@@ -268,6 +278,7 @@ def test_user_roles_from_the_command_line(tmp_path):
     assert res.returncode == 1 and "no user 'nobody'" in res.stderr
 
 
+@pytest.mark.process
 def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
     import signal
     import time
@@ -321,6 +332,7 @@ def test_bind_error_is_a_clear_startup_error(make_agent, tmp_path):
             make_agent(config={"agent": {"port": port}})
 
 
+@pytest.mark.process
 def test_missing_plugin_reported_with_every_other_problem(tmp_path, fake_plugins):
     conf = write_conf(
         tmp_path, f"[agent]\nhome = {tmp_path}\nplugins = good, nosuch\nport = x\n[good]\ncolor = green\n"
@@ -347,6 +359,7 @@ def test_missing_plugin_reported_with_every_other_problem(tmp_path, fake_plugins
         ),
     ],
 )
+@pytest.mark.process
 def test_unusable_paths_and_urls_are_config_errors_not_tracebacks(tmp_path, env, expected):
     conf = write_conf(tmp_path, f"[agent]\nhome = {tmp_path}\n[postgresql]\nport = 5432\n")
     for command in ("check-config", "serve"):
@@ -356,6 +369,7 @@ def test_unusable_paths_and_urls_are_config_errors_not_tracebacks(tmp_path, env,
         assert "Traceback" not in res.stderr
 
 
+@pytest.mark.process
 def test_user_options_before_or_after_the_action(tmp_path):
     users = str(tmp_path / "users")
     assert run_cli("user", "add", "--stdin", "erin", "--users-file", users, input="pw\n").returncode == 0
@@ -363,6 +377,7 @@ def test_user_options_before_or_after_the_action(tmp_path):
     assert run_cli("user", "--users-file", users, "list").stdout.split() == ["erin", "admin"]
 
 
+@pytest.mark.process
 def test_check_config_creates_nothing_and_serve_creates_the_store(tmp_path, pg_cluster):
     """check-config only checks: a missing state directory is reported as to be
     created, and stays missing; serve then creates it 0700 with the store 0600."""

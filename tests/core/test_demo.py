@@ -9,15 +9,17 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 from install_helpers import read_until
 
 from agent_core.cluster import INSTALL_HINT, find_bindir, free_port
 
+#: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
+pytestmark = pytest.mark.process
+
 
 def test_demo_prints_its_steps_then_serves(tmp_path):
     if find_bindir() is None:
-        import pytest
-
         pytest.skip(INSTALL_HINT)
     port = free_port()
     proc = subprocess.Popen(

@@ -21,6 +21,9 @@ from agent_core.auth import UsersFile
 from agent_core.cluster import free_port
 from agent_core.testing import PASSWORD, wait_for
 
+#: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
+pytestmark = pytest.mark.process
+
 LOOSE_UMASK = 0o022
 
 

@@ -93,17 +93,21 @@ def activity():
     )
 
 
-def server_pids(cluster):
-    """(the pid of a backend, the pids of its checkpointer, background writer...) as PostgreSQL reports them."""
-    (row,) = cluster.execute(
-        "SELECT pg_backend_pid(), array_agg(pid) FILTER (WHERE backend_type IN ('checkpointer', 'background writer'))"
-        " FROM pg_stat_activity"
-    )
-    return row
+def server_pids(conn):
+    """(the pid of ``conn``'s backend, the pids of its checkpointer, background
+    writer...) as PostgreSQL reports them; the backend lives while ``conn`` is open."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_backend_pid(),"
+            " array_agg(pid) FILTER (WHERE backend_type IN ('checkpointer', 'background writer'))"
+            " FROM pg_stat_activity"
+        )
+        return cur.fetchone()
 
 
-def test_detection_on_real_processes(pg_cluster):
-    backend, aux = server_pids(pg_cluster)
+def test_detection_on_real_processes(backends):
+    # a session kept open: a backend whose connection closed may be gone before it is looked up
+    backend, aux = server_pids(backends.open())
     assert len(aux) == 2
     assert detect_local(backend, aux).local is True
     # the same backend pid with a process of this host that is not a child of its postmaster

@@ -1,5 +1,6 @@
 """The persistent scheduler, on the default SQLite store and on a PostgreSQL store."""
 
+import re
 import threading
 import time
 import uuid
@@ -38,7 +39,7 @@ def scheduler(running):
 def test_submit_runs_now_and_keeps_result_and_notices(sched_agent, probe):
     s = scheduler(sched_agent)
     op_id = s.submit("probe.quick", {"a": 1}, dbname="db1", requested_by="alice")
-    assert len(op_id) == 8 and int(op_id, 16) >= 0 and op_id == op_id.lower()
+    assert re.fullmatch("[0-9a-f]{8}", op_id), op_id
     op = wait_for(lambda: (o := s.get(op_id)) and o.status == "done" and o, timeout=10)
     assert op.result == {"params": {"a": 1}}
     assert op.notices == ["NOTICE: quick ran"]
@@ -220,13 +221,24 @@ def test_scheduler_unit_wakes_on_submit_without_polling(tmp_path):
     ran = threading.Event()
     s = Scheduler(store, None, workers=1)
     s.register(TaskType("unit.noop", lambda ctx: ran.set()))
+    passes: list[float] = []  # one per dispatch pass begun
+    waits: list[float] = []  # what each dispatch pass decided to sleep, in seconds
+    dispatch_once = s._dispatch_once
+
+    def recorded() -> float:
+        passes.append(time.monotonic())
+        waits.append(dispatch_once())
+        return waits[-1]
+
+    s._dispatch_once = recorded  # type: ignore[method-assign]
     s.start()
     try:
-        time.sleep(0.2)  # the dispatcher is now asleep (up to 60 s)
-        t0 = time.monotonic()
+        wait_for(lambda: waits, timeout=10)
+        # asleep with nothing to do for far longer than the wait below: only a wake-up can start the operation
+        assert waits == [60.0] and len(passes) == 1
         s.submit("unit.noop")
         assert ran.wait(5)
-        assert time.monotonic() - t0 < 2
+        assert len(passes) >= 2, "the submit woke the dispatcher"
     finally:
         s.stop()
         store.dispose()

@@ -15,9 +15,13 @@ import sys
 import urllib.request
 
 import psycopg2
+import pytest
 
 from agent_core.cluster import free_port
 from agent_core.setup import least_privilege_blocks
+
+#: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
+pytestmark = pytest.mark.process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -338,6 +338,7 @@ def test_discover_nested_to_signed_requests_flat_to_others(admin_agent, signer, 
     assert flat["pg_version"] == full_version
 
 
+@pytest.mark.process
 def test_status_keeps_its_shape_and_adds_the_9x_objects_when_signing_is_on(
     make_agent, probe, admin_agent, signer, pg_cluster
 ):
@@ -412,6 +413,7 @@ def run_cli(*args):
     )
 
 
+@pytest.mark.process
 def test_fetch_key(tmp_path, ui_server, signer, stranger):
     url, ca_file, served = ui_server
     conf = tmp_path / "pgwarden.conf"
@@ -441,6 +443,7 @@ def test_fetch_key(tmp_path, ui_server, signer, stranger):
     assert run_cli("fetch-key", "http://127.0.0.1:1", "--output", str(tmp_path / "x.pem")).returncode == 1
 
 
+@pytest.mark.process
 def test_check_config_validates_the_key(tmp_path, pg_cluster, signer):
     key = tmp_path / "ui.pem"
     conf = tmp_path / "pgwarden.conf"

@@ -1,86 +1,26 @@
 """HTTPS from the config, with optional client-certificate verification."""
 
-import shutil
 import ssl
-import subprocess
 
 import pytest
 
 from agent_core.testing import PASSWORD, Client
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="openssl command not found (apt-get install openssl)"
-)
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
+    """A test CA (ca.pem), the server's certificate for 127.0.0.1 and its key
+    (server.pem, server.key), a client's certificate and key the CA signed
+    (client.pem, client.key): made in-process by trustme."""
     d = tmp_path_factory.mktemp("pki")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        cwd=d,
-    )
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=127.0.0.1",
-        cwd=d,
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=client",
-        cwd=d,
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        cwd=d,
-    )
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    for name, identity in (("server", "127.0.0.1"), ("client", "client.example")):
+        cert = ca.issue_cert(identity)
+        cert.cert_chain_pems[0].write_to_path(str(d / f"{name}.pem"))
+        cert.private_key_pem.write_to_path(str(d / f"{name}.key"))
     return d
 
 

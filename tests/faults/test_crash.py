@@ -30,7 +30,7 @@ import pytest
 
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, Client, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, wait_for
 
 #: A table whose VACUUM FULL is slow inside the agent's maintenance
 #: operations only (their application_name): 50 ms per row while its index
@@ -116,7 +116,7 @@ def test_sigkill_during_vacuum_full_with_operations_pending(
     store = request.getfixturevalue("pg_store") if store_kind == "postgresql" else None
     home = tmp_path / "home"
     home.mkdir()
-    UsersFile(str(home / "users")).set("alice", PASSWORD)
+    add_user(UsersFile(str(home / "users")), "alice", PASSWORD)
     port = free_port()
     conf = home / "pgwarden.conf"
     conf.write_text(

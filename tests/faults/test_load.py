@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import ssl
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import psutil
 import pytest
 
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, certificate_files, free_port, wait_for
 
 SECONDS = float(os.environ.get("PGWARDEN_LOAD_SECONDS", "20"))
 CLIENTS = 50
@@ -55,18 +54,10 @@ FAR = "2099-01-01T00:00:00Z"
 #: growing: what stays is the agent's own memory, which must stay flat.
 RETENTION = 30
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl command not found (for TLS)")
-
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: Any) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
-         "-days", "2", "-subj", "/CN=127.0.0.1"],
-        cwd=d, check=True, capture_output=True,
-    )  # fmt: skip
-    return d / "cert.pem", d / "key.pem"
+    return certificate_files(tmp_path_factory.mktemp("tls"))
 
 
 class Tally:

@@ -20,6 +20,7 @@ from agent_core.testing import (
     Cluster,
     Databases,
     RunningAgent,
+    add_user,
     agent_config,
 )
 
@@ -53,8 +54,8 @@ def shared_agent(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) 
     nothing (an agent per test costs about a second)."""
     home = tmp_path_factory.mktemp("shared_agent")
     users = UsersFile(os.path.join(str(home), "users"))
-    users.set("alice", PASSWORD, "admin")
-    users.set("dash", PASSWORD, "read")
+    add_user(users, "alice", PASSWORD, "admin")
+    add_user(users, "dash", PASSWORD, "read")
     running = RunningAgent(agent_config(pg_cluster, home, PLUGINS, {"agent": {"log_level": "DEBUG"}}), PLUGINS, {})
     try:
         yield running

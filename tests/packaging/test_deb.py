@@ -26,7 +26,7 @@ from install_helpers import conf_value, operator_env, printed, scratch_root, ser
 
 from agent_core.cluster import free_port
 
-pytestmark = pytest.mark.packaging
+pytestmark = [pytest.mark.packaging, pytest.mark.xdist_group("deb")]  # one worker builds the package
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -3,6 +3,7 @@ character, percent-encoded paths, waiting for operations."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -58,7 +59,7 @@ def submit(client: Client, url: str, body: Any = None) -> str:
     res = client.post(url, body if body is not None else {})
     assert res.status == 200, res
     op_id = res.json()["id"]
-    assert len(op_id) == 8 and int(op_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{8}", op_id), res
     return op_id
 
 

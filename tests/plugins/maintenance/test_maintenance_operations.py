@@ -32,7 +32,7 @@ from maintenance_helpers import (
 from psycopg2 import sql
 
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, Client, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, wait_for
 
 OPS_SETUP = sql.SQL(
     """
@@ -386,7 +386,7 @@ def test_operation_running_when_the_agent_crashed_is_aborted_and_cleaned(
 ) -> None:
     home = tmp_path / "crashed"
     home.mkdir()
-    UsersFile(str(home / "users")).set("alice", PASSWORD)
+    add_user(UsersFile(str(home / "users")), "alice", PASSWORD)
     port = free_port()
     conf = home / "pgwarden.conf"
     conf.write_text(
