@@ -411,7 +411,11 @@ def test_check_config_creates_nothing_and_serve_creates_the_store(tmp_path, pg_c
         assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"serve did not stop within 60 s of SIGTERM; its stderr ends:\n{proc.stderr.read()[-4000:]}")
     assert (home / "pgwarden.db").is_file()
     assert oct(os.stat(home).st_mode & 0o777) == "0o700"
     assert oct(os.stat(home / "pgwarden.db").st_mode & 0o777) == "0o600"
