@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import gzip
 import hashlib
 import os
@@ -52,6 +53,10 @@ SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "agent_core", "conf", "pa
 SOURCES += tuple(f"plugins/{p}" for p in PLUGINS)
 SKIP_DIRS = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache", "tests"}
 MAINTAINER = "pgwarden developers <dev@pgwarden.invalid>"
+
+
+#: How long a build waits for another build of the same checkout (seconds).
+LOCK_WAIT = 900
 
 
 def step(text: str) -> None:
@@ -329,6 +334,23 @@ def main() -> int:
         raise SystemExit(f"{a.python} cannot make a virtualenv: apt-get install python3-venv")
     work = os.path.join(ROOT, "build", "deb")
     os.makedirs(work, exist_ok=True)
+    with open(os.path.join(work, ".lock"), "w") as lock:
+        # one build of this checkout at a time: two at once (two test workers,
+        # a make deb beside make test) delete and refill each other's staging
+        # tree; the second waits, then finds the package built
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    sys.exit(f"another build of this checkout held {work}/.lock for {LOCK_WAIT} s")
+                time.sleep(1)
+        return _build_or_reuse(a, work)
+
+
+def _build_or_reuse(a: argparse.Namespace, work: str) -> int:
     stamp = os.path.join(work, "source.sha256")
     digest = source_hash(source_files(), a.python)
     built = os.path.join(work, f"pgwarden_{version()}_{architecture()}.deb")
