@@ -175,7 +175,7 @@ class Postgres:
 
     def _open(self, dbname: str | None, application_name: str, timeouts: bool) -> Any:
         other = dbname is not None and dbname != self.default_dbname
-        if other and not _may_exist(str(dbname)):
+        if other and not fits_name(str(dbname)):
             raise DatabaseNotFound(str(dbname))
         try:
             conn = psycopg2.connect(**self._params(dbname, application_name, timeouts))
@@ -353,14 +353,17 @@ class Postgres:
 
 
 #: PostgreSQL keeps at most 63 bytes of a name (NAMEDATALEN - 1) and
-#: truncates longer ones, at connection too: a longer name would reach the
-#: database named by its first 63 bytes.
+#: silently truncates longer ones, at connection and when a value is compared
+#: with a ``name``: a longer name would reach the object named by its first
+#: 63 bytes.
 NAME_MAX_BYTES = 63
 
 
-def _may_exist(dbname: str) -> bool:
-    """Whether a database may have this name (at most 63 bytes, no NUL)."""
-    return "\x00" not in dbname and len(dbname.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES
+def fits_name(name: str) -> bool:
+    """Whether ``name`` can name a PostgreSQL object as given: at most
+    :data:`NAME_MAX_BYTES` bytes in UTF-8, no NUL. A name that does not fit
+    names nothing (answer 404), never the object of its first 63 bytes."""
+    return "\x00" not in name and len(name.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES
 
 
 def _is_connection_error(error: Exception) -> bool:

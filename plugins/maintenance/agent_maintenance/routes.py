@@ -39,6 +39,7 @@ from agent_core.errors import (
 )
 from agent_core.hookspecs import Route
 from agent_core.http import Request, loggable
+from agent_core.postgres import fits_name
 from agent_core.responses import Response
 from agent_core.scheduler import Listed, Operation
 
@@ -51,16 +52,6 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 # -- names, databases, targets --------------------------------------------------
-
-
-#: PostgreSQL keeps at most 63 bytes of a name (NAMEDATALEN - 1) and silently
-#: truncates longer ones, at connection and when a value is compared with a
-#: ``name``: a longer name would reach the object named by its first 63 bytes.
-NAME_MAX_BYTES = 63
-
-
-def _fits(name: str) -> bool:
-    return len(name.encode("utf-8")) <= NAME_MAX_BYTES
 
 
 @contextlib.contextmanager
@@ -93,12 +84,12 @@ def database(request: Request, dbname: str) -> Iterator[Any]:
 
 
 def _lookup(conn: Any, dbname: str, schema: str, table: str | None = None, index: str | None = None) -> dict:
-    found = queries.lookup(conn, schema, table, index) if _fits(schema) else None
+    found = queries.lookup(conn, schema, table, index) if fits_name(schema) else None
     if found is None:
         raise NotFound(f"Schema '{schema}' not found in database '{dbname}'.")
-    if table is not None and (found["table_oid"] is None or not _fits(table)):
+    if table is not None and (found["table_oid"] is None or not fits_name(table)):
         raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
-    if index is not None and (found["index_oid"] is None or not _fits(index)):
+    if index is not None and (found["index_oid"] is None or not fits_name(index)):
         raise NotFound(f"Index '{index}' not found in schema '{schema}' of database '{dbname}'.")
     return found
 
