@@ -218,7 +218,6 @@ class _Call:
     origin: dict[int, str] = field(default_factory=dict)
     keep: list[Any] = field(default_factory=list)  # keeps ids of ``origin`` valid
     results: list[tuple[str, Any]] = field(default_factory=list)
-    done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     inner: set[int] = field(default_factory=set)  # items inside the lists hookimpls returned
     wrapped_by: str | None = None  # the plugin of the last wrapper that returned
@@ -241,6 +240,11 @@ class _Call:
 
     def of(self, obj: Any) -> str | None:
         return self.origin.get(id(obj))
+
+    @property
+    def done(self) -> set[str]:
+        """The plugins whose hookimpl returned (``None`` included)."""
+        return {plugin for plugin, _ in self.results}
 
 
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("pgwarden_hook_call", default=None)
@@ -277,7 +281,6 @@ def _attributing(plugin: str, hook: str, fn: Callable[..., Any]) -> Callable[...
         if call is not None:
             call.claim(plugin, result)
             call.results.append((plugin, result))
-            call.done.append(plugin)
         return result
 
     return attributed
