@@ -493,7 +493,19 @@ def run_now(agent: Agent | RunningAgent, task: str, timeout: float = 30) -> Oper
         todo = operations.c.id == op_id, operations.c.status == "todo"
         conn.execute(operations.update().where(*todo).values(scheduled_at=now()))
     scheduler._wake()
-    return wait_for(lambda: (op := scheduler.get(op_id)) is not None and op.finished and op, timeout)
+    recurring = bool(scheduler.tasks[task].interval)
+
+    def ended() -> Operation | None:
+        op = scheduler.get(op_id)
+        if op is None or not op.finished:
+            return None
+        # a recurring task's next run is submitted just after the end is
+        # stored: returned once it is there, as this docstring promises
+        if recurring and not scheduler.list(task=task, status="todo"):
+            return None
+        return op
+
+    return wait_for(ended, timeout)
 
 
 class Databases:
