@@ -19,17 +19,38 @@ import configparser
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .hookspecs import Option
+from agent_core.errors import ConfigError
 
 ENV_PREFIX = "PGWARDEN_"
 #: Environment variables of pgwarden that are not config keys.
 ENV_NOT_KEYS = ("PGWARDEN_CONFIG", "PGWARDEN_TRACE_HOOKS")
 DEFAULT_CONFIG = "/etc/pgwarden/pgwarden.conf"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a config section.
+
+    ``type`` is ``str``, ``int``, ``float``, ``bool`` or ``list`` (comma
+    separated strings). ``default`` is used when the key is absent (``None``
+    with ``required=False`` means "unset"). ``choices`` restricts the value.
+    ``validator(value)`` may raise ``ValueError`` whose text becomes the
+    reason in ``section.key: reason``. ``minimum`` bounds numbers.
+    """
+
+    name: str
+    type: type = str
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    validator: Callable[[Any], Any] | None = field(default=None, compare=False)
+    secret: bool = False
 
 
 class SectionSchema:
@@ -266,16 +287,16 @@ def agent_schema() -> SectionSchema:
 
 
 def _user_roles(value: list[str]) -> list[str]:
-    from .hookspecs import ROLES
-    from .signing import parse_user_roles
+    from agent_core.auth.signing import parse_user_roles
+    from agent_core.roles import ROLES
 
     parse_user_roles(value, ROLES)
     return value
 
 
 def signing_schema() -> SectionSchema:
-    """``[signing]``: signed requests of the temboard UI 8.0 and later (:mod:`agent_core.signing`)."""
-    from .hookspecs import ROLES
+    """``[signing]``: signed requests of the temboard UI 8.0 and later (:mod:`agent_core.auth.signing`)."""
+    from agent_core.roles import ROLES
 
     s = SectionSchema("signing")
     for opt in (
@@ -628,7 +649,7 @@ def validate(
                 problems.append("agent.session_idle: must not exceed agent.session_lifetime")
     signing = values.get("signing", {})
     if signing.get("public_key"):
-        from .signing import read_public_key
+        from agent_core.auth.signing import read_public_key
 
         try:
             read_public_key(signing["public_key"])

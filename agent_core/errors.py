@@ -3,7 +3,7 @@
 A :class:`DomainError` says why something was refused or could not be done,
 in a message meant for the client (``str(error)`` and ``error.message``),
 with optional ``retry_after`` seconds and extra ``headers`` data. It knows
-nothing of HTTP: the web layer (:mod:`agent_core.web_errors`) holds the one
+nothing of HTTP: the web layer (:mod:`agent_core.web.errors`) holds the one
 table that turns each class, and the driver's errors, into a status and a
 ``{"error": message}`` body. Raise the class that says what happened:
 

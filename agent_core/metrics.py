@@ -34,12 +34,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from . import __version__
-from .errors import first_line
-from .store import now, operations, sessions
+from agent_core import __version__
+from agent_core.errors import first_line
+from agent_core.store import now, operations, sessions
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from agent_core.interfaces import Agent
 
 log = logging.getLogger("pgwarden.metrics")
 
@@ -129,6 +129,8 @@ class Metrics:
         self.agent = agent
         self.registry = CollectorRegistry(auto_describe=False)
         self.live_values = Live(agent.config.agent["metrics_max_age"], clock)
+        #: The network fronts serving now (set by the agent once its server exists).
+        self.fronts: Callable[[], list[Any]] = list
         r = self.registry
         self.requests = Counter(
             "pgwarden_http_requests",
@@ -295,11 +297,10 @@ class CoreCollector:
                 "How long the oldest due operation has waited past its scheduled time (0: none waits).",
                 _since(due[1], stamp),
             )
-        yield GaugeMetricFamily("pgwarden_scheduler_running", "Operations running now.", len(agent.scheduler._running))
+        yield GaugeMetricFamily("pgwarden_scheduler_running", "Operations running now.", agent.scheduler.running)
 
     def _front(self) -> Iterator[Metric]:
-        server = self.agent.server
-        fronts = server.fronts if server is not None else []
+        fronts = self.metrics.fronts()
         yield GaugeMetricFamily(
             "pgwarden_front_open_connections",
             "Connections open now on the network front.",

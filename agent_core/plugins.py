@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 import sqlalchemy as sa
 
-from . import hookspecs
-from .config import SectionSchema
-from .errors import StartupError
-from .hookspecs import Route, TaskType
+from agent_core import hookspecs
+from agent_core.config import SectionSchema
+from agent_core.errors import StartupError
+from agent_core.registrations import Route, TaskType
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from agent_core.interfaces import Agent
 
 log = logging.getLogger("pgwarden.plugins")
 trace_log = logging.getLogger("pgwarden.hooks")

@@ -54,7 +54,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from .errors import ConfigError, DatabaseNotFound, PostgresUnavailable, first_line
+from agent_core.errors import ConfigError, DatabaseNotFound, PostgresUnavailable, first_line
 
 log = logging.getLogger("pgwarden.postgres")
 

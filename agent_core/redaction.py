@@ -129,3 +129,11 @@ def redact_target(target: str) -> str:
     if question:
         out += "?" + _redact_params(query, "&")
     return scrub(out)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def loggable(text: str) -> str:
+    """``text`` with control characters escaped, so a request cannot forge log lines."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

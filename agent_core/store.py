@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .errors import Unavailable, first_line
-from .files import create_private
+from agent_core.errors import Unavailable, first_line
+from agent_core.files import create_private
 
 log = logging.getLogger("pgwarden.store")
 
@@ -238,7 +238,7 @@ class Store:
         a newer release); then create the missing tables of ``extra`` (the
         plugins'), and the missing indexes of those that already exist
         (``create_all`` skips existing tables with their indexes)."""
-        from .migrations import migrate  # Alembic is imported only when a store is opened for the agent
+        from agent_core.migrations import migrate  # Alembic is imported only when a store is opened for the agent
 
         migrate(self.engine, migration_locations)
         for md in extra:

@@ -129,7 +129,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
     tls_mem = report.get("tls_memory")
     if tls_mem and tls_mem.get("bytes_per_request") is not None:
-        # the leak fixed in agent_core/tls.py was ~170 bytes a request with keep-alive, ~1,240 per connection;
+        # the leak fixed in agent_core/web/tls.py was ~170 bytes a request with keep-alive, ~1,240 per connection;
         # a run of fewer than 100,000 requests (--smoke) measures the warm-up, not a leak: reported, not judged
         check(
             f"TLS memory: RSS growth over {tls_mem['requests']:,} mixed TLS requests after warm-up"

@@ -11,7 +11,7 @@ client threads (``--clients`` keep-alive connections, or one connection per
 request with ``--close``) send GET / until ``--requests`` (bounded, loopback).
 Prints the server's RSS after the warm-up and at the end, and the bytes per
 request. ``--variant``: ``plain`` (no TLS), ``builtin`` (cheroot's
-BuiltinSSLAdapter), ``fixed`` (agent_core.tls.PgwardenSSLAdapter),
+BuiltinSSLAdapter), ``fixed`` (agent_core.web.tls.PgwardenSSLAdapter),
 ``minimal`` (an adapter whose environ has two keys) or ``session-only`` (the
 same plus one read of ``sock.session``: the leak).
 """
@@ -49,7 +49,7 @@ def serve(variant: str, cert: str, key: str, threads: int, trim: float, ka_limit
     if variant == "builtin":
         server.ssl_adapter = BuiltinSSLAdapter(cert, key)
     elif variant == "fixed":
-        from agent_core.tls import PgwardenSSLAdapter
+        from agent_core.web.tls import PgwardenSSLAdapter
 
         server.ssl_adapter = PgwardenSSLAdapter(cert, key)
     elif variant in ("minimal", "session-only"):

@@ -19,7 +19,7 @@ import time
 import tracemalloc
 import uuid
 
-from agent_core import signing
+from agent_core.auth import signing
 from agent_core.testing import TemboardSigner
 
 

@@ -11,7 +11,7 @@ the ``python3`` package of the same minor version. What the package holds:
 - ``/usr/bin/pgwarden``: a symbolic link to ``/opt/pgwarden/bin/pgwarden``;
 - ``/lib/systemd/system/pgwarden@.service``: the templated unit, the very
   text ``pgwarden setup`` writes when no package provides one
-  (:func:`agent_core.setup.unit_text`);
+  (:func:`agent_core.cli.setup.unit_text`);
 - ``/usr/share/doc/pgwarden/``: the sample config (``pgwarden.conf.sample``),
   README, copyright, changelog;
 - maintainer scripts (``packaging/debian/``): bytecode compiled at install and
@@ -235,8 +235,8 @@ def build(out_dir: str, python: str) -> str:
         vpy, "-m", "pip", "install", "--quiet", "--no-compile", "--no-warn-script-location",
         src, *(os.path.join(src, "plugins", p) for p in PLUGINS),
     )  # fmt: skip
-    step("the templated unit, from agent_core.setup.unit_text")
-    code = "from agent_core.setup import unit_text; print(unit_text('/usr/bin/pgwarden', packaged=True), end='')"
+    step("the templated unit, from agent_core.cli.setup.unit_text")
+    code = "from agent_core.cli.setup import unit_text; print(unit_text('/usr/bin/pgwarden', packaged=True), end='')"
     unit = subprocess.run(
         [vpy, "-c", code],
         capture_output=True, text=True, check=True, cwd="/",

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from agent_core.auth import UsersFile
-from agent_core.cluster import Cluster, free_port
+# before anything imports agent_core.testing (the cluster helpers below are in it):
+# pytest rewrites the asserts of its fixtures only if it imports the module first
+pytest.register_assert_rewrite("agent_core.testing")
 
-# agent_core.testing is imported by pytest_plugins below (so that pytest rewrites
-# its asserts): this module takes what it needs from it only inside functions.
+from agent_core.auth import UsersFile  # noqa: E402
+from agent_core.testing.cluster import Cluster, free_port  # noqa: E402
+
 pytest_plugins = ["agent_core.testing"]
 
 #: The installed agent's default places: the test suite must never write there.

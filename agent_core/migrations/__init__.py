@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import StartupError
+from agent_core.errors import StartupError
 
 log = logging.getLogger("pgwarden.store")
 

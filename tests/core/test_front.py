@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from agent_core.peers import (
+from agent_core.testing import KEY, wait_for
+from agent_core.testing.peers import (
     client_hello,
     closed_by_server,
     closing_all,
@@ -27,7 +28,6 @@ from agent_core.peers import (
     tls_connect,
     trickle_until_closed,
 )
-from agent_core.testing import KEY, wait_for
 
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
 

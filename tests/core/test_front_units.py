@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from agent_core.front import BufferedInput, chunked_end
+from agent_core.web.front import BufferedInput, chunked_end
 
 
 @pytest.mark.parametrize(

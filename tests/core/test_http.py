@@ -144,7 +144,7 @@ def test_many_simultaneous_clients(probe_agent):
 
 
 def test_postgres_down_is_503_quickly_then_recovers(make_agent, pg_cluster):
-    from agent_core.cluster import Cluster, find_bindir
+    from agent_core.testing.cluster import Cluster, find_bindir
 
     second = Cluster(find_bindir())
     second.init()
@@ -235,7 +235,7 @@ def test_views_answer_data_a_response_or_a_domain_error(make_agent):
 
     from agent_core.errors import DatabaseNotFound, TooMany
     from agent_core.hookspecs import Route, hookimpl
-    from agent_core.responses import Response
+    from agent_core.web.responses import Response
 
     def refuse(request):
         raise TooMany("Slow down.", retry_after=7)

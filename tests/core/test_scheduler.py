@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_core.errors import Conflict, NotFound
-from agent_core.scheduler import Scheduler, TooManyPending
+from agent_core.operations.scheduler import Scheduler, TooManyPending
 from agent_core.store import Store, operations
 from agent_core.testing import run_now, wait_for
 

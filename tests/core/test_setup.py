@@ -17,8 +17,8 @@ import urllib.request
 import psycopg2
 import pytest
 
-from agent_core.cluster import free_port
-from agent_core.setup import least_privilege_blocks
+from agent_core.cli.setup import least_privilege_blocks
+from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
 pytestmark = pytest.mark.process
@@ -230,7 +230,7 @@ def test_the_role_statements_are_the_documented_ones():
 
 
 def test_the_templated_unit_keeps_the_single_units_limits():
-    from agent_core.setup import unit_text
+    from agent_core.cli.setup import unit_text
 
     single = (ROOT / "conf" / "pgwarden.service").read_text()
     templated = unit_text("/usr/bin/pgwarden")

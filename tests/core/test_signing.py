@@ -3,7 +3,7 @@ refusal, replays, dates, hosts, roles and key reloads, over real HTTP.
 
 The signatures are made with ``cryptography`` by :class:`TemboardSigner`,
 written from the recorded protocol (``api/temboard-9-ui.md``), not from
-:mod:`agent_core.signing`.
+:mod:`agent_core.auth.signing`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import uuid
 
 import pytest
 
-from agent_core import signing
-from agent_core.cluster import free_port
+from agent_core.auth import signing
 from agent_core.testing import KEY, TemboardSigner, wait_for
+from agent_core.testing.cluster import free_port
 
 NOW = 1_780_000_000.0  # a fixed clock for the pure tests
 

@@ -261,7 +261,7 @@ def test_fifty_clients_over_tls(pg_cluster, databases, tmp_path: Path, certifica
 
         # memory flat: from a third of the run to its end
         # (the same measure as bench/run.py's TLS memory soak: RSS after a warm-up against RSS at the
-        # end, as MiB and bytes per request; the TLS leak fixed in agent_core/tls.py was ~1,240 bytes per
+        # end, as MiB and bytes per request; the TLS leak fixed in agent_core/web/tls.py was ~1,240 bytes per
         # TLS connection, and the 40 keep-alive clients reconnect too: cheroot keeps 10 idle at most)
         curve = " ".join(f"{t:.0f}s:{r / 2**20:.1f}" for t, r, _ in samples)
         _, third, third_requests = next(s for s in samples if s[0] >= SECONDS / 3)

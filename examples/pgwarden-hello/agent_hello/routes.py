@@ -3,8 +3,8 @@ returns a JSON-serialisable value (answered 200) or raises an error of :mod:`age
 
 from datetime import datetime, timezone
 
-from agent_core import openapi
 from agent_core.errors import InvalidInput, MalformedParameter, NotFound
+from agent_core.web import openapi
 
 
 def hello(request):

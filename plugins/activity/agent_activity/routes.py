@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent_core import paging
 from agent_core.errors import InvalidInput, MalformedParameter
 from agent_core.hookspecs import Route
-from agent_core.http import Request
+from agent_core.web import paging
+from agent_core.web.request import Request
 
 from . import service
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agent_core import agent as core
 from agent_core.hookspecs import Route
-from agent_core.http import Request
-from agent_core.openapi import ok
 from agent_core.store import StoreUnavailable
+from agent_core.web.openapi import ok
+from agent_core.web.request import Request
+from agent_core.web.views import visible_notifications
 
 from . import service
 from .sampler import empty_sample
@@ -63,7 +63,7 @@ def dashboard(request: Request) -> dict[str, Any]:
     instance = service.get(request.agent)
     sample = instance.sampler.latest() or empty_sample(instance.sampler.clock())
     try:
-        notifications = core.visible_notifications(request, NOTIFICATIONS)[0]
+        notifications = visible_notifications(request, NOTIFICATIONS)[0]
     except StoreUnavailable as e:  # the figures are still worth answering
         log.warning("dashboard without notifications: %s", e)
         notifications = []

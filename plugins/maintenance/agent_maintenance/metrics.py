@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent_core.errors import DomainError, Unavailable, first_line
-from agent_core.scheduler import STATUSES
+from agent_core.operations.model import STATUSES
 from agent_core.store import operations
 
 from . import queries

@@ -26,7 +26,6 @@ from typing import Any
 
 import psycopg2.errors
 
-from agent_core import paging
 from agent_core.errors import (
     Conflict,
     DatabaseNotFound,
@@ -38,10 +37,12 @@ from agent_core.errors import (
     Timeout,
 )
 from agent_core.hookspecs import Route
-from agent_core.http import Request, loggable
+from agent_core.operations.model import Listed, Operation
 from agent_core.postgres import fits_name
-from agent_core.responses import Response
-from agent_core.scheduler import Listed, Operation
+from agent_core.redaction import loggable
+from agent_core.web import paging
+from agent_core.web.request import Request
+from agent_core.web.responses import Response
 
 from . import flight, queries, reports, tasks
 from .sizes import pretty

@@ -41,8 +41,9 @@ from . import flight
 from .queries import fetch
 
 if TYPE_CHECKING:
-    from agent_core.agent import Agent
-    from agent_core.scheduler import Operation, TaskContext
+    from agent_core.interfaces import Agent
+    from agent_core.operations.context import TaskContext
+    from agent_core.operations.model import Operation
 
 log = logging.getLogger("pgwarden.maintenance")
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent_core.scheduler import Listed
+from agent_core.operations.model import Listed
 from agent_core.store import operations
 from agent_core.testing import Cluster
 from agent_maintenance.routes import entries

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from .errors import InvalidInput
-from .responses import JSONText, Response
+from agent_core.errors import InvalidInput
+from agent_core.web.responses import JSONText, Response
 
 if TYPE_CHECKING:
-    from .http import Request
+    from agent_core.web.request import Request
 
 NEXT_CURSOR = "X-Next-Cursor"
 #: The headers a paginated answer may carry, for Access-Control-Expose-Headers.
@@ -89,7 +89,7 @@ def next_headers(request: Request, limit: int, next_cursor: str | None) -> dict[
 
 
 def answer(request: Request, body: Any, limit: int, next_cursor: str | None) -> Response:
-    """``body`` as JSON (a :class:`~agent_core.responses.JSONText` as it is),
+    """``body`` as JSON (a :class:`~agent_core.web.responses.JSONText` as it is),
     with ``X-Next-Cursor`` and ``Link`` when there is a next page."""
     return Response(body, headers=next_headers(request, limit, next_cursor))
 

@@ -56,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .web_errors import error_body
+from agent_core.web.errors import error_body
 
 log = logging.getLogger("pgwarden.http")
 
@@ -194,7 +194,7 @@ class Output:
     """The ``wfile`` a worker writes a response to.
 
     Writes are gathered and sent by :meth:`flush` (at the end of each
-    request, see :class:`agent_core.server._Connection`, or once 64 KiB are
+    request, see :class:`agent_core.web.server._Connection`, or once 64 KiB are
     waiting): cheroot writes the status and headers, then each piece of the
     body, and one send instead of two or more halves the system calls and,
     under TLS, the records and their encryption for a small JSON answer.

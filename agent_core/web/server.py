@@ -1,9 +1,9 @@
 """Serving the app: cheroot's HTTP parsing and worker threads behind
-pgwarden's own network front (:mod:`agent_core.front`).
+pgwarden's own network front (:mod:`agent_core.web.front`).
 
 cheroot is kept for what it does well (parsing a request, the WSGI gateway,
 the worker pool). Its connection manager is replaced: see
-:mod:`agent_core.front` for the reasons and the limits. Here:
+:mod:`agent_core.web.front` for the reasons and the limits. Here:
 
 - :class:`Server` binds every ``[agent] address`` (one cheroot server per
   address, all sharing the app and the port) and builds the TLS context;
@@ -27,9 +27,9 @@ from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
 from cheroot import wsgi
 
-from .front import BufferedInput, FrontManager, Limits, Output, Peer
-from .http import SERVER
-from .tls import PgwardenSSLAdapter
+from agent_core.web.app import SERVER
+from agent_core.web.front import BufferedInput, FrontManager, Limits, Output, Peer
+from agent_core.web.tls import PgwardenSSLAdapter
 
 log = logging.getLogger("pgwarden.http")
 
@@ -84,7 +84,7 @@ class _Connection(cheroot_server.HTTPConnection):
 
     def communicate(self) -> bool:
         """One request; what it wrote goes out in one send at its end (see
-        :class:`~agent_core.front.Output`)."""
+        :class:`~agent_core.web.front.Output`)."""
         keep = bool(super().communicate())
         try:
             self.wfile.flush()
@@ -116,7 +116,7 @@ def _make_connection(server: Any, limits: Limits) -> Callable[[FrontManager, Pee
 
 
 class _WSGIServer(wsgi.Server):
-    """cheroot's WSGI server with :class:`~agent_core.front.FrontManager` as
+    """cheroot's WSGI server with :class:`~agent_core.web.front.FrontManager` as
     its connection manager."""
 
     limits: Limits
@@ -190,7 +190,7 @@ class Server:
 
     def _adapter(self) -> PgwardenSSLAdapter:
         settings = self.settings
-        # not cheroot's BuiltinSSLAdapter: its environ leaks ~1 KB per TLS connection (agent_core/tls.py)
+        # not cheroot's BuiltinSSLAdapter: its environ leaks ~1 KB per TLS connection (agent_core/web/tls.py)
         adapter = PgwardenSSLAdapter(settings["tls_cert"], settings["tls_key"])
         context = adapter.context
         # no renegotiation: a client could otherwise make the agent redo

@@ -93,23 +93,31 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .errors import DomainError, Forbidden, InvalidInput, MalformedParameter, TooMany, Unauthorized, Unavailable
-from .files import private_dirs
-from .hookspecs import ROLES
-from .metrics import is_loopback
-from .signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
-from .store import Store, now, sessions
+from agent_core.auth.signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
+from agent_core.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    MalformedParameter,
+    TooMany,
+    Unauthorized,
+    Unavailable,
+)
+from agent_core.files import private_dirs
+from agent_core.metrics import is_loopback
+from agent_core.roles import ROLES
+from agent_core.store import Store, now, sessions
 
-if TYPE_CHECKING:
-    from .agent import Agent
-    from .hookspecs import Route
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from agent_core.auth.signing import Signing
+    from agent_core.registrations import Route
 
 log = logging.getLogger("pgwarden.auth")
 
@@ -584,7 +592,16 @@ class Identity:
 PUBLIC = Identity(None, None, None)
 
 
-def authenticate(agent: Agent, credentials: Credentials, route: Route, public: bool = False) -> Identity:
+@dataclass(frozen=True)
+class Gate:
+    """What :func:`authenticate` asks: users and sessions, signatures, and the ``[agent]`` settings."""
+
+    auth: Auth
+    signing: Signing
+    settings: Mapping[str, Any]
+
+
+def authenticate(gate: Gate, credentials: Credentials, route: Route, public: bool = False) -> Identity:
     """The single authentication and authorisation decision. Deny by default.
 
     A public route (only the core makes one) lets anyone in. Otherwise a
@@ -598,7 +615,7 @@ def authenticate(agent: Agent, credentials: Credentials, route: Route, public: b
     session (406 when missing or malformed, 401 when unknown or expired).
 
     A request carrying a signature header (:data:`SIGNED_MARKERS`) is judged
-    by its signature alone, on every route (:mod:`agent_core.signing`: 400
+    by its signature alone, on every route (:mod:`agent_core.auth.signing`: 400
     malformed, 403 not valid); a session or key beside it is ignored. Its
     role is ``[signing] role`` or the UI user's in ``[signing] user_roles``.
     On a :data:`SIGNATURE_TOLERANT` route a refused signature lets the view
@@ -611,7 +628,7 @@ def authenticate(agent: Agent, credentials: Credentials, route: Route, public: b
     if public:
         return PUBLIC
     try:
-        username, how, role = _identify(agent, credentials, route.key, route.path)
+        username, how, role = _identify(gate, credentials, route.key, route.path)
     except SignatureRefused as refused:
         if (route.method, route.path) not in SIGNATURE_TOLERANT:
             raise
@@ -628,10 +645,10 @@ def authenticate(agent: Agent, credentials: Credentials, route: Route, public: b
     return Identity(username, how, role)
 
 
-def _identify(agent: Agent, credentials: Credentials, key_allowed: bool, path: str) -> tuple[str | None, str, str]:
+def _identify(gate: Gate, credentials: Credentials, key_allowed: bool, path: str) -> tuple[str | None, str, str]:
     if credentials.signed:
         method, target, headers, body = credentials.signed_request()
-        signer = agent.signing.verify(method, target, headers, body)
+        signer = gate.signing.verify(method, target, headers, body)
         return signer.user, "signature", signer.role
     session = credentials.session
     key = credentials.key if key_allowed else None
@@ -639,20 +656,20 @@ def _identify(agent: Agent, credentials: Credentials, key_allowed: bool, path: s
         key is None
         and session is None
         and path == METRICS_PATH
-        and agent.config.agent["metrics_loopback_open"]
+        and gate.settings["metrics_loopback_open"]
         and is_loopback(credentials.remote_addr)
     ):
         return None, "loopback", "read"
     if key is None:
-        user, role = agent.auth.session_user(session)
+        user, role = gate.auth.session_user(session)
         return user, "session", role
     if session is not None:
         # clients such as the temboard UI send both: a valid session wins, so the
         # user is known (and recorded) and a stale or absent key does not matter
         try:
-            user, role = agent.auth.session_user(session)
+            user, role = gate.auth.session_user(session)
             return user, "session", role
         except DomainError:
             pass
-    agent.auth.key_ok(key)
-    return None, "key", "admin" if agent.config.agent["key_writes"] else "read"
+    gate.auth.key_ok(key)
+    return None, "key", "admin" if gate.settings["key_writes"] else "read"

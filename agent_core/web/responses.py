@@ -4,11 +4,11 @@ A view returns a JSON-serialisable value (answered 200 as JSON) or a
 :class:`Response` to choose the status, add headers (``Age``, ``ETag``, a
 paginated listing's ``X-Next-Cursor`` and ``Link``) or send bytes it has
 already written. Plugins never touch the web framework: the web layer
-(:mod:`agent_core.http`) turns a :class:`Response` into its answer.
+(:mod:`agent_core.web.app`) turns a :class:`Response` into its answer.
 
 ::
 
-    from agent_core.responses import Response
+    from agent_core.web.responses import Response
 
     def get_thing(request):
         return Response({"thing": 1}, headers={"Age": "3"})

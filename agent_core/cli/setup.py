@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PgwardenError
+from agent_core.errors import PgwardenError
 
 DEFAULT_ETC = "/etc/pgwarden"
 DEFAULT_STATE = "/var/lib/pgwarden"
@@ -415,7 +415,7 @@ instance = {instance}
         return port
 
     def admin_user(self, path: str, uid: int, gid: int) -> None:
-        from .auth import UsersFile
+        from agent_core.auth import UsersFile
 
         users = UsersFile(path)
         if "admin" in users.load() and not self.force:
@@ -477,13 +477,13 @@ def pgwarden_command() -> str:
 
 
 def _installed(plugin: str) -> bool:
-    from .plugins import installed
+    from agent_core.plugins import installed
 
     return plugin in installed()
 
 
 def _existing_setting(path: str, section: str, key: str) -> str | None:
-    from .config import RawConfig
+    from agent_core.config import RawConfig
 
     if not os.path.exists(path):
         return None
@@ -559,7 +559,7 @@ def self_signed(names: list[str], days: int = 3650) -> tuple[bytes, bytes]:
 
 def least_privilege_blocks() -> dict[str, str]:
     """The SQL blocks of docs/least-privilege.md by their ``-- level:`` line,
-    as shipped in the package (agent_core/least_privilege.sql)."""
+    as shipped in the package (agent_core/cli/least_privilege.sql)."""
     path = os.path.join(os.path.dirname(__file__), "least_privilege.sql")
     with open(path, encoding="utf-8") as f:
         text = f.read()

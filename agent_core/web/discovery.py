@@ -5,7 +5,7 @@
   agent key;
 - the nested 9.x document (``postgres``, ``system``, ``temboard``,
   ``signature_status``, with an ``ETag``): to signed requests (the temboard UI
-  8.0 and later), see :mod:`agent_core.signing`.
+  8.0 and later), see :mod:`agent_core.auth.signing`.
 
 ``GET /status`` (public) answers ``alive``, ``version``, ``uptime`` as always;
 when signed requests are enabled (``[signing] public_key``) it adds the 9.x
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from . import __version__
+from agent_core import __version__
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from agent_core.interfaces import Agent
 
 #: Seconds the PostgreSQL facts of GET /status are reused.
 STATUS_TTL = 2.0

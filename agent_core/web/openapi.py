@@ -1,6 +1,6 @@
 """``GET /openapi.json``: an OpenAPI 3.0 document of every registered route.
 
-Built from the routes the app was made of (:func:`agent_core.http.build_app`
+Built from the routes the app was made of (:func:`agent_core.web.app.build_app`
 keeps them in ``app.config["pgwarden.routes"]``), so a disabled plugin's
 routes are absent and a new route is described as soon as it is registered.
 Each route's :attr:`Route.openapi` fragment (an Operation Object: summary,
@@ -27,8 +27,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import __version__
-from .hookspecs import Route
+from agent_core import __version__
+from agent_core.registrations import Route
 
 ERROR = {
     "type": "object",

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from .errors import (
+from agent_core.errors import (
     Conflict,
     DomainError,
     Forbidden,

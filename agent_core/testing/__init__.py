@@ -66,9 +66,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from .agent import Agent
-from .auth import User, UsersFile, hash_password
-from .cluster import INSTALL_HINT, Cluster, find_bindir, free_port
+from agent_core.agent import Agent
+from agent_core.auth import User, UsersFile, hash_password
+from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir, free_port
 
 __all__ = [
     "INSTALL_HINT",
@@ -90,10 +90,10 @@ __all__ = [
     "run_now",
     "wait_for",
 ]
-from .config import RawConfig
-from .peers import client_context
-from .scheduler import Operation
-from .store import now, operations
+from agent_core.config import RawConfig
+from agent_core.operations.model import Operation
+from agent_core.store import now, operations
+from agent_core.testing.peers import client_context
 
 PASSWORD = "correct horse battery staple"
 KEY = "0123456789abcdef-test-key"
@@ -219,7 +219,7 @@ class Client:
 class TemboardSigner:
     """Signs requests as the temboard UI 8.0 and later does (its RSA private
     key; written from the protocol as recorded, independently of
-    :mod:`agent_core.signing`): ``signer.public_pem`` is what the UI serves at
+    :mod:`agent_core.auth.signing`): ``signer.public_pem`` is what the UI serves at
     ``/signing.key``; :meth:`headers` the headers of one signed request;
     :meth:`request` sends one over real HTTP(S), the raw target as given."""
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
-from .errors import DomainError, Forbidden, InvalidInput, Unavailable
+from agent_core.errors import DomainError, Forbidden, InvalidInput, Unavailable
 
 log = logging.getLogger("pgwarden.signing")
 
@@ -284,7 +284,7 @@ class Signing:
         listen: Callable[[], tuple[list[str], int]] | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        from .hookspecs import ROLES
+        from agent_core.roles import ROLES
 
         self.path: str | None = settings.get("public_key") or None
         self.max_age = int(settings.get("max_age", 300))

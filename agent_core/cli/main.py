@@ -13,11 +13,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .config import DEFAULT_CONFIG, RawConfig
-from .errors import ConfigError, PgwardenError, StartupError
-from .files import private_opener
-from .hookspecs import ROLES
+from agent_core import __version__
+from agent_core.config import DEFAULT_CONFIG, RawConfig
+from agent_core.errors import ConfigError, PgwardenError, StartupError
+from agent_core.files import private_opener
+from agent_core.roles import ROLES
 
 log = logging.getLogger("pgwarden")
 
@@ -62,14 +62,14 @@ def _setup_logging(level: str, destination: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .agent import load
+    from agent_core.agent import load
 
     return load(RawConfig.read(_config_path(args)))
 
 
 def _load_raw(args: argparse.Namespace) -> Any:
     """(config, plugins, raw): :func:`_load` and the file as read."""
-    from .agent import load
+    from agent_core.agent import load
 
     raw = RawConfig.read(_config_path(args))
     config, plugins = load(raw)
@@ -77,8 +77,8 @@ def _load_raw(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .agent import Agent
-    from .files import exposed_files
+    from agent_core.agent import Agent
+    from agent_core.files import exposed_files
 
     config, plugins, raw = _load_raw(args)
     _setup_logging(config.agent["log_level"], config.agent["log_file"])
@@ -110,8 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .agent import open_store
-    from .files import exposed_files
+    from agent_core.agent import open_store
+    from agent_core.files import exposed_files
 
     config, plugins, raw = _load_raw(args)
     url = config.store_url()
@@ -125,7 +125,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         open_store(config, connect=True).dispose()
     for warning in exposed_files(config, raw):  # printed; the exit status stays 0
         print(f"warning: {warning}", file=sys.stderr)
-    from .postgres import check
+    from agent_core.postgres import check
 
     unreachable = check(config.postgresql)  # ConfigError when the server refuses the settings
     if unreachable:
@@ -148,7 +148,7 @@ def fetch_key(url: str, insecure: bool = False, ca_file: str | None = None, time
     import urllib.request
     from urllib.parse import urlsplit
 
-    from .signing import load_public_key
+    from agent_core.auth.signing import load_public_key
 
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -211,7 +211,7 @@ def write_key(path: str, data: bytes, force: bool) -> bool:
 def cmd_fetch_key(args: argparse.Namespace) -> int:
     import hashlib
 
-    from .signing import load_public_key
+    from agent_core.auth.signing import load_public_key
 
     raw = RawConfig.read(_config_path(args)) if (args.config or os.path.exists(_config_path(args))) else RawConfig()
     configured = raw.get("signing", "public_key", os.environ)
@@ -248,8 +248,8 @@ def _sqlite_store_state(path: str, config: Any) -> str | None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .config import enabled_plugins
-    from .plugins import hook_arguments, hook_problems, hookimpls, implemented_hooks, installed, load
+    from agent_core.config import enabled_plugins
+    from agent_core.plugins import hook_arguments, hook_problems, hookimpls, implemented_hooks, installed, load
 
     try:
         enabled = enabled_plugins(RawConfig.read(_config_path(args)), os.environ)
@@ -286,7 +286,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _users(args: argparse.Namespace) -> Any:
-    from .auth import UsersFile
+    from agent_core.auth import UsersFile
 
     if args.users_file:
         return UsersFile(args.users_file)
@@ -339,14 +339,14 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from agent_core.cli.demo import run_demo
 
     _setup_logging("INFO", "stderr")
     return run_demo(args.home, args.port, args.plugins)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from .setup import Setup
+    from agent_core.cli.setup import Setup
 
     return Setup(args).run()
 
@@ -460,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_demo)
 
-    from .setup import add_arguments
+    from agent_core.cli.setup import add_arguments
 
     s = sub.add_parser(
         "setup",
@@ -497,6 +497,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pgwarden: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
