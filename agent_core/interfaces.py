@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from prometheus_client.registry import CollectorRegistry
+
     from agent_core.config import Config
     from agent_core.operations.model import Listed, Operation
     from agent_core.postgres import Postgres
@@ -80,6 +82,9 @@ class Operations(Protocol):
 class Metrics(Protocol):
     """``agent.metrics``: what a plugin's collector may ask of the agent's metrics."""
 
+    #: The agent's own ``CollectorRegistry`` (``GET /metrics`` renders it).
+    registry: CollectorRegistry
+
     def live(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()``'s value, computed at most once per ``[agent] metrics_max_age``."""
         ...
@@ -98,6 +103,8 @@ class Agent(Protocol):
     store: Store
     #: The names of the enabled plugins, in config order.
     plugin_names: list[str]
+    #: pgwarden's version.
+    version: str
     #: When the agent started (Unix time).
     started_at: float
 

@@ -272,3 +272,33 @@ def test_every_core_route_prefix_is_reserved():
     views = CoreViews(None, None, None, None)  # type: ignore[arg-type]  # only the paths are read
     prefixes = {route.path.split("/")[1] for route, _ in core_routes(views)}
     assert {p for p in prefixes if NAME_RE.match(p)} <= set(RESERVED)
+
+
+def test_what_the_guide_says_the_agent_gives_is_its_interface():
+    """writing.md's "What the agent gives a plugin" lists exactly the members of
+    agent_core.interfaces.Agent, the protocol hooks, views and tasks are typed with."""
+    from agent_core import interfaces
+
+    text = (DOCS / "writing.md").read_text()
+    section = text.split("## What the agent gives a plugin")[1].split("\n## ")[0]
+    documented = set(re.findall(r"`agent\.(\w+)", section))
+    members = {name for name in vars(interfaces.Agent) if not name.startswith("_")}
+    members |= set(interfaces.Agent.__annotations__)
+    assert documented == members
+
+
+def test_a_running_agent_has_every_member_of_its_interface(tmp_path):
+    """The protocol is what the agent really gives (mypy checks the types; this, at run time, the names)."""
+    from agent_core import interfaces
+    from agent_core.agent import Agent
+    from agent_core.config import RawConfig
+
+    agent = Agent.from_config(RawConfig.from_dict({"agent": {"home": str(tmp_path)}}))
+    try:
+        members = {name for name in vars(interfaces.Agent) if not name.startswith("_")}
+        members |= set(interfaces.Agent.__annotations__)
+        missing = sorted(name for name in members if not hasattr(agent, name))
+        assert missing == []
+        assert callable(agent.metrics.live) and agent.metrics.registry is not None
+    finally:
+        agent.stop()
