@@ -34,6 +34,7 @@ last line printed is the path of the package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import fcntl
 import gzip
@@ -334,20 +335,38 @@ def main() -> int:
         raise SystemExit(f"{a.python} cannot make a virtualenv: apt-get install python3-venv")
     work = os.path.join(ROOT, "build", "deb")
     os.makedirs(work, exist_ok=True)
-    with open(os.path.join(work, ".lock"), "w") as lock:
-        # one build of this checkout at a time: two at once (two test workers,
-        # a make deb beside make test) delete and refill each other's staging
-        # tree; the second waits, then finds the package built
-        deadline = time.monotonic() + LOCK_WAIT
+    # one build of this checkout at a time: two at once (two test workers,
+    # a make deb beside make test) delete and refill each other's staging
+    # tree; the second waits, then finds the package built
+    try:
+        with held(os.path.join(work, ".lock"), LOCK_WAIT):
+            return _build_or_reuse(a, work)
+    except Busy:
+        sys.exit(f"another build of this checkout held {work}/.lock for {LOCK_WAIT} s")
+
+
+class Busy(Exception):
+    """Another process held the lock longer than the wait."""
+
+
+@contextlib.contextmanager
+def held(path: str, wait: float):
+    """An exclusive ``flock`` on ``path`` for the ``with`` block, waited for at
+    most ``wait`` seconds (:class:`Busy` then). Also the install tests' lock."""
+    with open(path, "w") as lock:
+        deadline = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    sys.exit(f"another build of this checkout held {work}/.lock for {LOCK_WAIT} s")
+                    raise Busy(path) from None
                 time.sleep(1)
-        return _build_or_reuse(a, work)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_or_reuse(a: argparse.Namespace, work: str) -> int:

@@ -12,7 +12,7 @@ under /etc/pgwarden nor /var/lib/pgwarden."""
 
 from __future__ import annotations
 
-import fcntl
+import importlib.util
 import os
 import pathlib
 import re
@@ -36,6 +36,18 @@ INSTALLED = ("/opt/pgwarden", "/usr/bin/pgwarden", str(UNIT), "/usr/share/doc/pg
              "/usr/share/lintian/overrides/pgwarden")  # fmt: skip
 REAL_SETUP = ("/etc/pgwarden", "/var/lib/pgwarden")
 LOCK = "/tmp/pgwarden-deb-test.lock"
+
+
+def _build_deb_module():
+    """packaging/build_deb.py as a module (a script run by Debian's python3: no package to import it from)."""
+    spec = importlib.util.spec_from_file_location("build_deb", ROOT / "packaging" / "build_deb.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD_DEB = _build_deb_module()
 
 
 def _missing() -> str | None:
@@ -80,20 +92,11 @@ def deb():
 @pytest.fixture
 def exclusive():
     """One install test at a time on this machine (other checkouts run it too); bounded wait."""
-    with open(LOCK, "w") as lock:
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip(f"another run held {LOCK} for 15 minutes")
-                time.sleep(1)
-        try:
+    try:
+        with BUILD_DEB.held(LOCK, 900):
             yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except BUILD_DEB.Busy:
+        pytest.skip(f"another run held {LOCK} for 15 minutes")
 
 
 def unit_settings(text: str, instance: str) -> dict[str, str]:
