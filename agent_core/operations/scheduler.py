@@ -1,14 +1,8 @@
 """The persistent scheduler: operations stored with SQLAlchemy, run by task types.
 
-An operation is a row of ``core_operations``: a task name registered by a
-plugin (``maintenance.vacuum``), JSON parameters, a target (database, schema,
-table, index), a scheduled time and a status:
-
-``todo`` -> ``doing`` -> ``done`` | ``failed`` | ``canceled`` | ``aborted``
-``todo`` -> ``canceled`` | ``aborted``
-
-Every transition is one ``UPDATE ... WHERE status = <expected>``: a cancel and
-a start racing each other have exactly one winner.
+The operations, their statuses and transitions, and the bounds on how many
+are kept are those of :mod:`agent_core.operations.queue` (SQL only), which the
+:class:`Scheduler` composes.
 
 A dispatcher thread sleeps on a condition until the next operation is due or
 something wakes it (submit, cancel, an operation ending) and starts due ones
@@ -18,30 +12,21 @@ At start-up, operations found ``doing`` end ``aborted`` (their task's
 ``abort`` hook runs first), and ``todo`` ones that fell due more than
 ``scheduler_grace`` seconds ago end ``aborted`` with the reason; the others
 run.
-
-Bounds (enforced as rows are written, not by a job that could fall behind):
-at most ``scheduler_pending_max`` operations wait to run (``todo``); one more
-is refused with 429 and nothing is written. When an operation finishes, the
-same transaction deletes the finished ones beyond the newest
-``scheduler_retention_count`` and those that ended more than
-``scheduler_retention`` seconds ago (also checked once a minute).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from agent_core.errors import Conflict, NotFound, TooMany, first_line
+from agent_core.errors import Conflict, NotFound, first_line
 from agent_core.operations.context import TaskContext
-from agent_core.operations.model import FILTERS, FINISHED, Listed, Operation, decode_cursor, encode_cursor, raw_columns
-from agent_core.store import Store, StoreUnavailable, UTCDateTime, now, operations
+from agent_core.operations.model import Listed, Operation
+from agent_core.operations.queue import OperationQueue, TooManyPending
+from agent_core.store import Store, StoreUnavailable, now
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from agent_core.interfaces import Agent
@@ -49,16 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
 
 log = logging.getLogger("pgwarden.scheduler")
 
-
-class TooManyPending(TooMany):
-    """``scheduler_pending_max`` operations already wait to run (retry after 60 s)."""
-
-    def __init__(self, maximum: int):
-        super().__init__(
-            f"Too many operations waiting to run: {maximum} ([agent] scheduler_pending_max);"
-            " cancel some or wait for them to run.",
-            retry_after=60,
-        )
+__all__ = ["Scheduler", "TooManyPending"]
 
 
 class Scheduler:
@@ -77,14 +53,13 @@ class Scheduler:
         stop_timeout: float = 5.0,
     ):
         self.store = store
+        #: The operations in the store (SQL only).
+        self.queue = OperationQueue(
+            store, retention=retention, retention_count=retention_count, pending_max=pending_max
+        )
         self.agent = agent
         self.workers = workers
         self.grace = grace
-        self.retention = retention
-        self.retention_count = retention_count
-        self.pending_max = pending_max
-        # the count of pending operations and the insert of one more, one submit at a time
-        self._submit_lock = threading.Lock()
         self.stop_timeout = stop_timeout
         self.tasks: dict[str, TaskType] = {}
         self._cond = threading.Condition()
@@ -96,6 +71,32 @@ class Scheduler:
         self._next_purge = 0.0
         #: Called with (task, status) when an operation ends in this process (GET /metrics).
         self.observe_end: Callable[[str, str], None] = lambda task, status: None
+
+    # the queue's bounds, set on the queue
+
+    @property
+    def retention(self) -> float:
+        return self.queue.retention
+
+    @retention.setter
+    def retention(self, value: float) -> None:
+        self.queue.retention = value
+
+    @property
+    def retention_count(self) -> int:
+        return self.queue.retention_count
+
+    @retention_count.setter
+    def retention_count(self, value: int) -> None:
+        self.queue.retention_count = value
+
+    @property
+    def pending_max(self) -> int:
+        return self.queue.pending_max
+
+    @pending_max.setter
+    def pending_max(self, value: int) -> None:
+        self.queue.pending_max = value
 
     # -- registration and lifecycle -----------------------------------
 
@@ -165,113 +166,36 @@ class Scheduler:
             raise ValueError(f"unknown task {task!r}")
         created = now()
         when = run_at if run_at is not None and run_at > created else created
-        for _ in range(20):
-            op_id = secrets.token_hex(4)
-            try:
-                with self._submit_lock, self.store.begin() as conn:
-                    if capped:
-                        pending = conn.execute(
-                            sa.select(sa.func.count()).select_from(operations).where(operations.c.status == "todo")
-                        ).scalar()
-                        if pending >= self.pending_max:
-                            raise TooManyPending(self.pending_max)
-                    conn.execute(
-                        operations.insert().values(
-                            id=op_id,
-                            task=task,
-                            params=params or {},
-                            dbname=dbname,
-                            schema=schema,
-                            table=table,
-                            index=index,
-                            scheduled_at=when,
-                            status="todo",
-                            created_at=created,
-                            requested_by=requested_by,
-                            cancel_requested=False,
-                            notices=[],
-                            info={},
-                        )
-                    )
-                break
-            except sa.exc.IntegrityError:
-                continue
-        else:  # pragma: no cover - 20 collisions in 2^32
-            raise RuntimeError("could not allocate an operation id")
+        op_id = self.queue.insert(
+            task,
+            params,
+            scheduled_at=when,
+            created_at=created,
+            dbname=dbname,
+            schema=schema,
+            table=table,
+            index=index,
+            requested_by=requested_by,
+            capped=capped,
+        )
         log.info("operation %s %s submitted for %s by %s", op_id, task, when.isoformat(), requested_by)
         self._wake()
         return op_id
 
     def get(self, op_id: str) -> Operation | None:
-        with self.store.connect() as conn:
-            row = conn.execute(operations.select().where(operations.c.id == op_id)).first()
-        return Operation.from_row(row) if row else None
+        return self.queue.get(op_id)
 
     def page(self, limit: int, cursor: str | None = None, **filters: Any) -> tuple[list[Operation], str | None]:
-        """At most ``limit`` operations matching ``filters`` (as :meth:`list`),
-        in the same order, after ``cursor``; and the cursor of the next page
-        (None when this is the last). A keyset page: it reads ``limit + 1``
-        rows along the ``core_operations_listing`` index, whatever the number
-        of operations kept. ValueError for a cursor :func:`encode_cursor` did
-        not give."""
-        query = self._keyset(self._filtered(filters), limit, cursor)
-        with self.store.connect() as conn:
-            ops = [Operation.from_row(r) for r in conn.execute(query)]
-        if len(ops) > limit:
-            return ops[:limit], encode_cursor(ops[limit - 1])
-        return ops, None
+        """:meth:`OperationQueue.page`: a keyset page of operations and the next cursor."""
+        return self.queue.page(limit, cursor, **filters)
 
     def listing(self, limit: int, cursor: str | None = None, **filters: Any) -> tuple[list[Listed], str | None]:
-        """:meth:`page`, read for a listing: :class:`Listed` rows, whose
-        :meth:`Listed.to_json` writes an entry without decoding it first."""
-        columns = raw_columns(self.store.engine.dialect.name)
-        if columns is None:
-            ops, next_cursor = self.page(limit, cursor, **filters)
-            return [Listed.of(op) for op in ops], next_cursor
-        query = self._keyset(self._filtered(filters, sa.select(*columns)), limit, cursor)
-        with self.store.connect() as conn:
-            rows = [Listed._make(r) for r in conn.execute(query)]
-        if len(rows) > limit:
-            return rows[:limit], encode_cursor(rows[limit - 1].operation())
-        return rows, None
-
-    @staticmethod
-    def _keyset(query: Any, limit: int, cursor: str | None) -> Any:
-        """``query`` in the listings' order, ``limit + 1`` rows after ``cursor``."""
-        c = operations.c
-        if cursor is not None:
-            scheduled, created, op_id = decode_cursor(cursor)
-            query = query.where(
-                sa.tuple_(c.scheduled_at, c.created_at, c.id)
-                > sa.tuple_(sa.literal(scheduled, UTCDateTime()), sa.literal(created, UTCDateTime()), sa.literal(op_id))
-            )
-        return query.order_by(c.scheduled_at, c.created_at, c.id).limit(limit + 1)
+        """:meth:`OperationQueue.listing`: :meth:`page`, read for a listing."""
+        return self.queue.listing(limit, cursor, **filters)
 
     def list(self, **filters: Any) -> list[Operation]:
-        """Operations matching every filter given, by scheduled time.
-
-        Filters: ``task``, ``dbname``, ``schema``, ``table``, ``index``,
-        ``status``; a value of ``None`` matches NULL; a tuple or list matches
-        any of its values. A filter not given does not filter.
-        """
-        query = self._filtered(filters).order_by(operations.c.scheduled_at, operations.c.created_at, operations.c.id)
-        with self.store.connect() as conn:
-            return [Operation.from_row(r) for r in conn.execute(query)]
-
-    @staticmethod
-    def _filtered(filters: dict[str, Any], query: Any = None) -> Any:
-        query = operations.select() if query is None else query
-        for name, value in filters.items():
-            if name not in FILTERS:
-                raise TypeError(f"unknown filter {name!r}")
-            col = operations.c[name]
-            if value is None:
-                query = query.where(col.is_(None))
-            elif isinstance(value, (list, tuple)):
-                query = query.where(col.in_(list(value)))
-            else:
-                query = query.where(col == value)
-        return query
+        """:meth:`OperationQueue.list`: operations matching every filter given, by scheduled time."""
+        return self.queue.list(**filters)
 
     def cancel(self, op_id: str, task: str | None = None, wait: float = 10.0) -> Operation:
         """Cancel an operation and return it as it is afterwards.
@@ -295,8 +219,7 @@ class Scheduler:
         task_type = self.tasks.get(op.task)
         if task_type is None or task_type.cancel is None:
             raise Conflict(f"Operation {op_id!r} is running and cannot be canceled.")
-        with self.store.begin() as conn:
-            conn.execute(operations.update().where(operations.c.id == op_id).values(cancel_requested=True))
+        self.queue.request_cancel(op_id)
         ctx = self._running.get(op_id)
         if ctx is not None:
             self._call_cancel(ctx)
@@ -317,31 +240,14 @@ class Scheduler:
             self._cond.notify_all()
 
     def _transition(self, op_id: str, old: str, new: str, **values: Any) -> bool:
-        stamp = now()
-        if new == "doing":
-            values["started_at"] = stamp
-        elif new in FINISHED:
-            values["finished_at"] = stamp
-        with self.store.begin() as conn:
-            res = conn.execute(
-                operations.update()
-                .where(operations.c.id == op_id, operations.c.status == old)
-                .values(status=new, **values)
-            )
-            if new in FINISHED and res.rowcount == 1:
-                self._prune(conn, stamp)
-        return res.rowcount == 1
+        return self.queue.transition(op_id, old, new, **values)
 
+    # TaskContext's Recorder
     def _save(self, op_id: str, **values: Any) -> None:
-        with self.store.begin() as conn:
-            conn.execute(operations.update().where(operations.c.id == op_id).values(**values))
+        self.queue.save(op_id, **values)
 
     def _update_info(self, op_id: str, values: dict[str, Any]) -> None:
-        with self.store.begin() as conn:
-            row = conn.execute(sa.select(operations.c.info).where(operations.c.id == op_id)).first()
-            info = dict(row[0] or {}) if row else {}
-            info.update(values)
-            conn.execute(operations.update().where(operations.c.id == op_id).values(info=info))
+        self.queue.update_info(op_id, values)
 
     def _recover(self) -> None:
         for op in self.list(status="doing"):
@@ -369,40 +275,8 @@ class Scheduler:
                 )
                 log.warning("operation %s (%s) missed its time while the agent was down: aborted", op.id, op.task)
 
-    def _prune(self, conn: Any, stamp: datetime) -> int:
-        """Delete the finished operations beyond the newest ``retention_count``
-        and those that ended more than ``retention`` seconds before ``stamp``
-        (in the caller's transaction); return how many."""
-        finished = operations.c.status.in_(FINISHED)
-        deleted = conn.execute(
-            operations.delete().where(finished, operations.c.finished_at < stamp - timedelta(seconds=self.retention))
-        ).rowcount
-        oldest_kept = conn.execute(
-            sa.select(operations.c.finished_at, operations.c.id)
-            .where(operations.c.finished_at.is_not(None), finished)
-            .order_by(operations.c.finished_at.desc(), operations.c.id.desc())
-            .offset(self.retention_count - 1)
-            .limit(1)
-        ).first()
-        if oldest_kept is not None:
-            c = operations.c
-            deleted += conn.execute(
-                operations.delete().where(
-                    finished,
-                    c.finished_at.is_not(None),
-                    sa.or_(
-                        c.finished_at < oldest_kept.finished_at,
-                        sa.and_(c.finished_at == oldest_kept.finished_at, c.id < oldest_kept.id),
-                    ),
-                )
-            ).rowcount
-        return int(deleted)
-
     def _purge(self) -> None:
-        with self.store.begin() as conn:
-            deleted = self._prune(conn, now())
-        if deleted:
-            log.info("purged %d finished operations", deleted)
+        self.queue.purge()
 
     def _dispatch(self) -> None:
         while True:
@@ -431,17 +305,8 @@ class Scheduler:
         free = self.workers - len(self._threads)
         if not self.tasks:
             return 60.0
-        base = operations.select().where(operations.c.status == "todo", operations.c.task.in_(list(self.tasks)))
         if free > 0:
-            with self.store.connect() as conn:
-                due = [
-                    Operation.from_row(r)
-                    for r in conn.execute(
-                        base.where(operations.c.scheduled_at <= stamp)
-                        .order_by(operations.c.scheduled_at, operations.c.created_at)
-                        .limit(free)
-                    )
-                ]
+            due = self.queue.due(self.tasks, stamp, free)
             for op in due:
                 if self._transition(op.id, "todo", "doing"):
                     self._start(op)
@@ -449,16 +314,9 @@ class Scheduler:
                 return 0.0
         else:
             return 60.0  # woken when a worker ends
-        with self.store.connect() as conn:
-            nxt = conn.execute(
-                sa.select(sa.func.min(operations.c.scheduled_at)).where(
-                    operations.c.status == "todo", operations.c.task.in_(list(self.tasks))
-                )
-            ).scalar()
+        nxt = self.queue.next_due(self.tasks, stamp)
         if nxt is None:
             return 60.0
-        if nxt.tzinfo is None:  # aggregate results bypass the column type on SQLite
-            nxt = datetime.fromisoformat(str(nxt)).replace(tzinfo=stamp.tzinfo)
         return max(0.0, min(60.0, (nxt - now()).total_seconds() + 0.001))
 
     def _start(self, op: Operation) -> None:
