@@ -1,12 +1,10 @@
-"""Finding, loading and calling plugins: a typed facade over pluggy.
+"""Calling plugins: a typed facade over pluggy.
 
-Plugins are entry points of the ``pgwarden`` group; the entry-point name is the
-plugin's name. Only enabled plugins are imported. No code outside this module
-touches ``pm.hook``: callers use the typed methods of :class:`Plugins`, which
-call each hook once through pluggy (so every hookimpl option pluggy documents,
-``tryfirst``, ``trylast``, ``wrapper``, ``hookwrapper``, ``optionalhook`` and
-``specname``, behaves as pluggy documents) and validate what comes back in one
-place.
+No code outside this package touches ``pm.hook``: callers use the typed
+methods of :class:`Plugins`, which call each hook once through pluggy (so
+every hookimpl option pluggy documents, ``tryfirst``, ``trylast``,
+``wrapper``, ``hookwrapper``, ``optionalhook`` and ``specname``, behaves as
+pluggy documents) and validate what comes back in one place.
 
 Attribution: each plugin is registered as a proxy whose hookimpls wrap the
 plugin's functions (:func:`functools.wraps`, same hookimpl options, same
@@ -15,12 +13,13 @@ plugin returned each result, so that what comes back is still validated for
 (and errors name) the plugin that returned it. Wrapper hookimpls are wrapped
 by a delegating generator that attributes what the wrapper *adds* to the
 result (an item no hookimpl returned) to the wrapper's plugin.
+
+Tracing: ``PGWARDEN_TRACE_HOOKS=1`` logs every hook call and its results.
 """
 
 from __future__ import annotations
 
 import contextvars
-import difflib
 import functools
 import inspect
 import logging
@@ -28,7 +27,6 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -37,6 +35,7 @@ import sqlalchemy as sa
 from agent_core import hookspecs
 from agent_core.config import SectionSchema
 from agent_core.errors import StartupError
+from agent_core.plugins.problems import NAME_RE, RESERVED, hook_problems, hookimpls
 from agent_core.registrations import Route, TaskType
 
 if TYPE_CHECKING:
@@ -45,80 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgwarden.plugins")
 trace_log = logging.getLogger("pgwarden.hooks")
 
-GROUP = "pgwarden"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = (
-    "agent",
-    "postgresql",
-    "signing",
-    "login",
-    "logout",
-    "profile",
-    "status",
-    "discover",
-    "notifications",
-    "core",
-    "metrics",
-)
 TRACE_ENV = "PGWARDEN_TRACE_HOOKS"
-
-
-@dataclass(frozen=True)
-class Installed:
-    """An installed plugin, as its entry point says (not imported)."""
-
-    name: str
-    distribution: str
-    version: str
-    value: str
-
-
-def installed() -> dict[str, Installed]:
-    """Installed plugins by name, without importing any of them."""
-    out: dict[str, Installed] = {}
-    for ep in metadata.entry_points(group=GROUP):
-        dist = getattr(ep, "dist", None)
-        out[ep.name] = Installed(
-            ep.name,
-            dist.metadata["Name"] if dist is not None else "?",
-            dist.version if dist is not None else "?",
-            ep.value,
-        )
-    return out
-
-
-def load(name: str) -> Any:
-    """Import the installed plugin ``name`` (its entry point's object)."""
-    ep = next(e for e in metadata.entry_points(group=GROUP) if e.name == name)
-    return ep.load()
-
-
-def hook_arguments() -> dict[str, list[str]]:
-    """Every hook of :class:`~agent_core.hookspecs.AgentSpec`, in the order
-    they are declared (the order the core calls them), with its arguments."""
-    out = {}
-    for name, fn in vars(hookspecs.AgentSpec).items():
-        if hasattr(fn, f"{hookspecs.PROJECT}_spec"):
-            out[name] = [p for p in inspect.signature(fn).parameters if p != "self"]
-    return out
-
-
-def hookimpls(module: Any) -> Iterator[tuple[str, str, Any, dict[str, Any]]]:
-    """``(attribute, hook name, function, hookimpl options)`` of every
-    ``@hookimpl`` of ``module``, the hook name being ``specname`` if given."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    for attr in dir(module):
-        opts = pm.parse_hookimpl_opts(module, attr)
-        if opts is not None:
-            yield attr, opts.get("specname") or attr, getattr(module, attr), dict(opts)
-
-
-def implemented_hooks(module: Any) -> dict[str, Any]:
-    """The ``@hookimpl`` functions of ``module`` by hook name (known hooks or
-    not): known hooks first in their calling order, then unknown ones."""
-    found = {hook: fn for _, hook, fn, _ in hookimpls(module)}
-    order = list(hook_arguments())
-    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 def _positional(fn: Any) -> list[str]:
@@ -130,72 +56,6 @@ def _positional(fn: Any) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in params if p.kind in kinds and p.default is p.empty]
-
-
-def hook_problems(name: str, module: Any) -> list[str]:
-    """Misspelled hooks, hook arguments and hookimpl options of plugin
-    ``name``, as start-up errors: the only validation of a plugin's hooks
-    (pluggy's own checks at registration then have nothing left to refuse)."""
-    specs = hook_arguments()
-    problems = []
-    for attr, hook, fn, opts in hookimpls(module):
-        label = hook if attr == hook else f"{attr} (specname={hook})"
-        if hook not in specs:
-            if opts.get("optionalhook"):
-                continue  # pluggy's documented meaning: no error, never called
-            close = difflib.get_close_matches(hook, specs, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            problems.append(f"plugin {name!r}: unknown hook {label}{hint}; the hooks are {', '.join(specs)}")
-            continue
-        if opts.get("wrapper") and opts.get("hookwrapper"):
-            problems.append(f"plugin {name!r}: {label}: wrapper=True and hookwrapper=True are mutually exclusive")
-        elif (opts.get("wrapper") or opts.get("hookwrapper")) and not inspect.isgeneratorfunction(fn):
-            problems.append(f"plugin {name!r}: {label}: a wrapper must be a generator function (with one yield)")
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            continue  # not introspectable: pluggy will say
-        args = list(params)
-        unknown = [a for a in args if a not in specs[hook]]
-        defaults = [a for a, p in params.items() if p.default is not p.empty]
-        if unknown:
-            problems.append(
-                f"plugin {name!r}: {label}({', '.join(args)}): unknown argument(s) {', '.join(unknown)}; "
-                f"the hook is {hook}({', '.join(specs[hook])})"
-            )
-        elif defaults:  # pluggy would never pass them: the default would always be used
-            problems.append(
-                f"plugin {name!r}: {label}: argument(s) {', '.join(defaults)} must not have a default value "
-                "(the core would never pass them)"
-            )
-    return problems
-
-
-def load_enabled(enabled: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Import exactly the enabled plugins.
-
-    Returns the modules that loaded and, as ``agent.plugins: ...`` problems,
-    the plugins that are not installed (naming the installed ones) or failed
-    to import (naming the plugin and its distribution), so that they are
-    reported together with every other configuration problem.
-    """
-    available = installed()
-    problems = []
-    modules: dict[str, Any] = {}
-    for name in enabled:
-        if name not in available:
-            names = ", ".join(sorted(available)) or "none"
-            problems.append(f"agent.plugins: plugin {name!r} is not installed (installed: {names})")
-            continue
-        info = available[name]
-        try:
-            modules[name] = load(name)
-        except Exception as e:
-            problems.append(
-                f"agent.plugins: plugin {name!r} (distribution {info.distribution} {info.version}) "
-                f"failed to import: {type(e).__name__}: {e}"
-            )
-    return modules, problems
 
 
 #: A stand-in passed to pluggy for an argument each plugin receives its own
