@@ -19,14 +19,16 @@ happens:
 What exists is left as it is and said so (a second run changes nothing);
 ``--force`` makes everything again (a new key, certificate and password).
 ``--dry-run`` prints every step and changes nothing.
+
+This module holds the arguments and the steps (:class:`Setup`); the cluster
+and the role are in :mod:`~agent_core.cli.setup_postgres`, the host's side
+(directories, unit text, port, certificate) in :mod:`~agent_core.cli.setup_system`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import grp
-import ipaddress
 import os
 import pwd
 import re
@@ -35,153 +37,60 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any
 
+from agent_core.cli.setup_postgres import (
+    PgCluster,
+    cluster_from_pgdata,
+    create_role,
+    debian_clusters,
+    least_privilege_blocks,
+    role_statements,
+)
+from agent_core.cli.setup_system import (
+    DEFAULT_ETC,
+    DEFAULT_STATE,
+    DEFAULT_SYSTEMD,
+    FIRST_PORT,
+    PACKAGED_UNIT_DIRS,
+    UNIT_TEMPLATE,
+    _existing_setting,
+    _group,
+    _installed,
+    _user,
+    free_agent_port,
+    host_names,
+    pgwarden_command,
+    self_signed,
+    unit_text,
+)
 from agent_core.errors import PgwardenError
 
-DEFAULT_ETC = "/etc/pgwarden"
-DEFAULT_STATE = "/var/lib/pgwarden"
-DEFAULT_SYSTEMD = "/etc/systemd/system"
-FIRST_PORT = 2345
+# the names moved to setup_postgres and setup_system stay importable from here
+__all__ = [
+    "DEFAULT_ETC",
+    "DEFAULT_STATE",
+    "DEFAULT_SYSTEMD",
+    "FIRST_PORT",
+    "PACKAGED_UNIT_DIRS",
+    "PLUGINS",
+    "UNIT_TEMPLATE",
+    "PgCluster",
+    "Setup",
+    "add_arguments",
+    "cluster_from_pgdata",
+    "create_role",
+    "debian_clusters",
+    "free_agent_port",
+    "host_names",
+    "least_privilege_blocks",
+    "pgwarden_command",
+    "role_statements",
+    "self_signed",
+    "unit_text",
+]
+
 PLUGINS = ("activity", "maintenance", "dashboard")
-#: Where a package puts the templated unit (setup writes none then).
-PACKAGED_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
-
-UNIT_TEMPLATE = """\
-# pgwarden@.service: one agent per PostgreSQL instance, {origin}.
-# The instance name is Debian's <version>-<cluster> (pgwarden@15-main follows
-# postgresql@15-main); its config is {etc_dir}/<instance>/pgwarden.conf.
-# It runs as the postgres OS user so that the activity plugin can read the
-# backends' I/O counters and the agent can use the socket with peer
-# authentication (another cluster owner: a drop-in pgwarden@<instance>.service.d/user.conf).
-[Unit]
-Description=pgwarden agent for the PostgreSQL instance %i
-After=network-online.target postgresql.service postgresql@%i.service
-Wants=network-online.target
-
-[Service]
-Type=simple
-User=postgres
-Group=postgres
-Environment=PGWARDEN_CONFIG={etc_dir}/%i/pgwarden.conf
-ExecStartPre={pgwarden} check-config
-ExecStart={pgwarden} serve
-# SIGTERM: stop accepting, let running operations finish for a few seconds,
-# cancel the rest, exit 0.
-KillSignal=SIGTERM
-TimeoutStopSec=60
-# Descriptors: [agent] max_connections (default 4096) client connections per
-# listening address, plus about 256 for PostgreSQL, the store and the log.
-LimitNOFILE=8192
-Restart=on-failure
-RestartSec=5
-NoNewPrivileges=true
-ProtectSystem=full
-ProtectHome=true
-PrivateTmp=true
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def unit_text(pgwarden: str, etc_dir: str = DEFAULT_ETC, packaged: bool = False) -> str:
-    """The templated unit: as ``pgwarden setup`` writes it, or as the Debian
-    package ships it (``packaged``: ``make deb`` takes it from here)."""
-    origin = "written by `pgwarden setup`"
-    if packaged:
-        origin = "from the pgwarden package (`pgwarden setup` makes instances)"
-    return UNIT_TEMPLATE.format(pgwarden=pgwarden, etc_dir=etc_dir.rstrip("/") or "/", origin=origin)
-
-
-@dataclass
-class PgCluster:
-    name: str  # the instance name: "15-main", or given
-    port: int
-    socket_dir: str
-    owner: str
-    datadir: str
-    version: str = ""
-    running: bool = True
-
-
-# --- finding clusters ---------------------------------------------------------------------------
-
-
-def _conf_value(path: str, key: str) -> str | None:
-    """The last setting of ``key`` in a postgresql.conf (no includes), unquoted."""
-    value = None
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = re.match(rf"^\s*{key}\s*=?\s*('(?:[^']|'')*'|[^#\s]+)", line)
-                if m:
-                    value = m.group(1).strip("'").replace("''", "'")
-    except OSError:
-        return None
-    return value
-
-
-def debian_clusters() -> list[PgCluster]:
-    """The clusters ``pg_lsclusters`` lists (none without it)."""
-    if not shutil.which("pg_lsclusters"):
-        return []
-    res = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)
-    out = []
-    for line in res.stdout.splitlines():
-        fields = line.split()
-        if len(fields) < 6:
-            continue
-        version, name, port, status, owner, datadir = fields[:6]
-        conf = f"/etc/postgresql/{version}/{name}/postgresql.conf"
-        sockets = _conf_value(conf, "unix_socket_directories") or "/var/run/postgresql"
-        out.append(
-            PgCluster(
-                name=f"{version}-{name}",
-                port=int(port),
-                socket_dir=sockets.split(",")[0].strip() or "/var/run/postgresql",
-                owner=owner,
-                datadir=datadir,
-                version=version,
-                running=status.startswith("online"),
-            )
-        )
-    return out
-
-
-def cluster_from_pgdata(pgdata: str, port: int | None, name: str | None) -> PgCluster:
-    """A cluster given by its data directory: port and socket from postmaster.pid
-    when it runs, else from postgresql.conf; the owner is the directory's."""
-    pgdata = os.path.abspath(pgdata)
-    if not os.path.isfile(os.path.join(pgdata, "PG_VERSION")):
-        raise PgwardenError(f"--pgdata {pgdata}: not a PostgreSQL data directory (no PG_VERSION)")
-    owner = pwd.getpwuid(os.stat(pgdata).st_uid).pw_name
-    with open(os.path.join(pgdata, "PG_VERSION")) as f:
-        version = f.read().strip()
-    pid_port = pid_socket = None
-    running = False
-    try:
-        with open(os.path.join(pgdata, "postmaster.pid")) as f:
-            lines = f.read().splitlines()
-        if len(lines) >= 5:
-            pid_port, pid_socket, running = int(lines[3]), lines[4].strip(), True
-    except (OSError, ValueError):
-        pass
-    conf = os.path.join(pgdata, "postgresql.conf")
-    conf_port = _conf_value(conf, "port")
-    socket_dir = pid_socket or (_conf_value(conf, "unix_socket_directories") or "/var/run/postgresql").split(",")[0]
-    final_port = port or pid_port or int(conf_port or 5432)
-    return PgCluster(
-        name=name or f"{version}-{os.path.basename(pgdata)}",
-        port=final_port,
-        socket_dir=socket_dir.strip() or "127.0.0.1",
-        owner=owner,
-        datadir=pgdata,
-        version=version,
-        running=running,
-    )
-
 
 # --- the steps ----------------------------------------------------------------------------------
 
@@ -461,204 +370,6 @@ instance = {instance}
             elif self.did(f"systemctl daemon-reload; systemctl enable --now {name}"):
                 subprocess.run(["systemctl", "daemon-reload"], check=True)
                 subprocess.run(["systemctl", "enable", "--now", name], check=True)
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def pgwarden_command() -> str:
-    """The absolute path of this installation's pgwarden command (a virtualenv
-    is not on the agent user's PATH)."""
-    candidate = os.path.join(os.path.dirname(sys.executable), "pgwarden")
-    if os.path.isfile(candidate):
-        return candidate
-    found = shutil.which("pgwarden")
-    return os.path.abspath(found) if found else f"{sys.executable} -m agent_core.cli"
-
-
-def _installed(plugin: str) -> bool:
-    from agent_core.plugins import installed
-
-    return plugin in installed()
-
-
-def _existing_setting(path: str, section: str, key: str) -> str | None:
-    from agent_core.config import RawConfig
-
-    if not os.path.exists(path):
-        return None
-    try:
-        value = RawConfig.read(path).sections.get(section, {}).get(key)
-    except Exception:
-        return None
-    return value.strip() if value else None
-
-
-def free_agent_port(etc_dir: str) -> int:
-    """The first port from 2345 that no instance under ``etc_dir`` uses and
-    nothing listens on."""
-    used = set()
-    if os.path.isdir(etc_dir):
-        for name in os.listdir(etc_dir):
-            text = _existing_setting(os.path.join(etc_dir, name, "pgwarden.conf"), "agent", "port")
-            if text and text.isdigit():
-                used.add(int(text))
-    port = FIRST_PORT
-    while port in used or not _bindable(port):
-        port += 1
-    return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))  # noqa: S104 - only a probe: is the port free on every address
-        except OSError:
-            return False
-    return True
-
-
-def host_names(extra: list[str] | None = None) -> list[str]:
-    names = [socket.getfqdn(), socket.gethostname(), "localhost", "127.0.0.1", "::1", *(extra or [])]
-    return list(dict.fromkeys(n for n in names if n))
-
-
-def self_signed(names: list[str], days: int = 3650) -> tuple[bytes, bytes]:
-    """A self-signed certificate for ``names`` (DNS names and IP addresses) and its key, in PEM."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-
-
-def least_privilege_blocks() -> dict[str, str]:
-    """The SQL blocks of docs/least-privilege.md by their ``-- level:`` line,
-    as shipped in the package (agent_core/cli/least_privilege.sql)."""
-    path = os.path.join(os.path.dirname(__file__), "least_privilege.sql")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    out = {}
-    for block in re.split(r"(?m)^(?=-- level: )", text):
-        first, _, body = block.partition("\n")
-        if first.startswith("-- level: "):
-            out[first[len("-- level: ") :].strip()] = body.strip()
-    return out
-
-
-def role_statements(level: str, server_version: int, role: str, password: str, app_owner: str | None) -> Any:
-    """The statements of a level, with the role, its password and the owner
-    role as an Identifier and a Literal (never pasted into the text)."""
-    from psycopg2 import sql
-
-    blocks = least_privilege_blocks()
-    name = level
-    if level == "maintain" and server_version >= 170000:
-        name = "maintain, PostgreSQL 17"
-    elif level == "maintain" and not app_owner:
-        raise PgwardenError(
-            "--pg-role maintain before PostgreSQL 17 needs --app-owner ROLE (the role owning the tables to maintain)"
-        )
-    text = "\n".join(line for line in blocks[name].splitlines() if not line.lstrip().startswith("--"))
-    text = text.replace("{", "{{").replace("}", "}}")
-    text = re.sub(r"\bpgwarden\b", "{role}", text).replace("'change me'", "{password}")
-    text = re.sub(r"\bapp_owner\b", "{app_owner}", text)
-    statements = [s.strip() for s in text.split(";") if s.strip()]
-    return [
-        sql.SQL(s).format(
-            role=sql.Identifier(role), password=sql.Literal(password), app_owner=sql.Identifier(app_owner or "")
-        )
-        for s in statements
-    ]
-
-
-def create_role(cluster: PgCluster, level: str, role: str, password: str, app_owner: str | None) -> None:
-    """Create (or, when it exists, give a new password and the level's grants to)
-    ``role``, connected over the socket as the cluster's owner. As root, a
-    forked child takes the owner's identity first (peer authentication)."""
-    import psycopg2
-
-    def work() -> None:
-        conn = psycopg2.connect(host=cluster.socket_dir, port=cluster.port, user=cluster.owner, dbname="postgres")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                exists = cur.fetchone() is not None
-                for statement in role_statements(level, conn.server_version, role, password, app_owner):
-                    if exists and statement.as_string(conn).upper().startswith("CREATE ROLE"):
-                        from psycopg2 import sql
-
-                        statement = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-                            sql.Identifier(role), sql.Literal(password)
-                        )
-                    cur.execute(statement)
-        finally:
-            conn.close()
-
-    if os.geteuid() != 0 or cluster.owner == "root":
-        work()
-        return
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(read)
-        status = 0
-        try:
-            entry = pwd.getpwnam(cluster.owner)
-            os.setgroups([])
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-            work()
-        except BaseException as e:
-            os.write(write, f"{type(e).__name__}: {e}".encode())
-            status = 1
-        os._exit(status)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        error = f.read().decode(errors="replace").strip()
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise PgwardenError(f"cannot create the PostgreSQL role {role}: {error or 'failed'}")
-
-
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
