@@ -496,3 +496,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         print(f"pgwarden: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+
