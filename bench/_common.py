@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from load import summary
 
 from agent_core.auth import UsersFile
-from agent_core.testing import PASSWORD, Client
+from agent_core.testing import PASSWORD, Client, ServedAgent
 from agent_core.testing.cluster import Cluster
 
 HERE = Path(__file__).resolve().parent
@@ -88,15 +88,10 @@ class AgentProcess:
             for name, section in (("agent", agent), ("postgresql", postgresql), *(sections or {}).items()):
                 f.write(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in section.items()))
         UsersFile(str(self.home / "users")).set("alice", PASSWORD)
-        self.proc = subprocess.Popen(
-            [str(PGWARDEN), "-c", str(config), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening on" not in line:
-            self.proc.kill()
-            raise RuntimeError(f"the agent did not start: {line}{self.proc.stdout.read()}")
-        self.url = line.strip().rsplit(" ", 1)[-1]
+        # answering (AssertionError with its stderr if not, within 60 s); stopped by stop()
+        self.served = ServedAgent(config, argv=[str(PGWARDEN), "-c", str(config), "serve"], stop_timeout=20)
+        self.proc = self.served.proc
+        self.url = self.served.url
         self.ps = psutil.Process(self.proc.pid)
 
     def client(self) -> Client:
@@ -114,12 +109,7 @@ class AgentProcess:
         return float(t.user + t.system)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.served.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
 

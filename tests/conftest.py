@@ -1,11 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import resource
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -113,8 +112,9 @@ def agent_process(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[...,
     its open-files limit (soft and hard) set to ``open_files`` when given;
     stopped at teardown."""
     started: list[AgentProcess] = []
+    stack = contextlib.ExitStack()
 
-    from agent_core.testing import KEY, PASSWORD, add_user, wait_for
+    from agent_core.testing import KEY, PASSWORD, add_user, serve, wait_for
 
     def start(open_files: int | None = None, **settings: Any) -> AgentProcess:
         home = tmp_path / f"home{len(started)}"
@@ -128,35 +128,18 @@ def agent_process(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Callable[...,
         lines += [f"{k} = {v}" for k, v in pg_cluster.settings().items()]
         conf = home / "pgwarden.conf"
         conf.write_text("\n".join(lines) + "\n")
-        pgwarden = Path(sys.executable).parent / "pgwarden"
-        with open(home / "stdout", "wb") as out:
-            proc = subprocess.Popen(
-                [str(pgwarden), "-c", str(conf), "serve"],
-                stdout=out,
-                stderr=out,
-                preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
-            )
-        running = AgentProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        limit = None if open_files is None else lambda: _limit_open_files(open_files)
+        # answering, stopped at teardown (SIGTERM, 20 s before SIGKILL)
+        served = stack.enter_context(serve(conf, stop_timeout=20, preexec_fn=limit))
+        running = AgentProcess(served.proc, f"http://127.0.0.1:{port}", log_path)
         started.append(running)
 
         def up() -> bool:
-            assert proc.poll() is None, (home / "stdout").read_text()
-            try:
-                return running.client(timeout=5).get("/status").status == 200
-            except OSError:
-                return False
+            assert served.proc.poll() is None, served.stdout + served.stderr
+            return running.client(timeout=5).get("/status").status == 200
 
         wait_for(up, timeout=60)
         return running
 
-    try:
+    with stack:
         yield start
-    finally:
-        for running in started:
-            if running.proc.poll() is None:
-                running.proc.send_signal(signal.SIGTERM)
-                try:
-                    running.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    running.proc.kill()
-                    running.proc.wait(10)

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent_core.testing import ServedAgent, serve
+
 #: Debian's PATH for root: ``python3`` is the system's (/usr/bin/python3), as on a fresh host.
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -69,26 +71,12 @@ def read_until(proc: subprocess.Popen[Any], marker: str, timeout: float) -> str:
 
 
 @contextmanager
-def serving(
-    argv: Sequence[str], env: Mapping[str, str], timeout: float = 60, **popen: Any
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``argv`` (a ``pgwarden serve``) started; yields once it printed
-    "listening on" (AssertionError after ``timeout`` s or if it exits);
-    SIGTERM and a bounded wait after."""
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd="/", **popen
-    )
-    try:
-        read_until(proc, "listening on", timeout)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()  # type: ignore[union-attr]
+def serving(argv: Sequence[str], env: Mapping[str, str], timeout: float = 60, **popen: Any) -> Iterator[ServedAgent]:
+    """``argv`` (a ``pgwarden serve``) started in ``/``; yields once it
+    answers (AssertionError after ``timeout`` s or if it exits); SIGTERM and
+    a bounded wait after (:func:`agent_core.testing.serve`)."""
+    with serve(argv=argv, env=env, timeout=timeout, stop_timeout=60, cwd="/", **popen) as served:
+        yield served
 
 
 def tls_request(url: str, cafile: str, headers: Mapping[str, str] | None = None, body: Any = None) -> tuple[int, Any]:

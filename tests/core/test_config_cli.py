@@ -1,6 +1,7 @@
 """Configuration validation, plugin loading and the command line, run as an operator would."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import pytest
 
 from agent_core.config import RawConfig, agent_schema, postgresql_schema, validate
 from agent_core.errors import ConfigError, StartupError
+from agent_core.testing import serve
 
 
 def run_cli(*args, env=None, input=None, cwd=None):
@@ -280,8 +282,6 @@ def test_user_roles_from_the_command_line(tmp_path):
 
 @pytest.mark.process
 def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
-    import signal
-    import time
     import urllib.request
 
     from agent_core.testing.cluster import free_port
@@ -298,27 +298,13 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
         port = {pg_cluster.port}
     """,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert f"listening on http://127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() else "")
+    with serve(conf) as served:
+        assert served.url == f"http://127.0.0.1:{port}", served.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as res:
             assert res.status == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    time.sleep(0.1)
-    assert "stopped" in proc.stderr.read()
+        done = served.stop(timeout=30)  # SIGTERM
+        assert done.returncode == 0
+    assert "stopped" in done.stderr
 
 
 def test_bind_error_is_a_clear_startup_error(make_agent, tmp_path):
@@ -398,24 +384,10 @@ def test_check_config_creates_nothing_and_serve_creates_the_store(tmp_path, pg_c
     assert "OK" in res.stdout
     assert f"{home / 'pgwarden.db'} does not exist yet" in res.stderr
     assert not (tmp_path / "state").exists(), "check-config created the state directory"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"serve did not stop within 60 s of SIGTERM; its stderr ends:\n{proc.stderr.read()[-4000:]}")
+    with serve(conf, stop_timeout=60) as served:  # fails unless it answers
+        pass
+    if served.result.returncode == -signal.SIGKILL:
+        pytest.fail(f"serve did not stop within 60 s of SIGTERM; its stderr ends:\n{served.result.stderr[-4000:]}")
     assert (home / "pgwarden.db").is_file()
     assert oct(os.stat(home).st_mode & 0o777) == "0o700"
     assert oct(os.stat(home / "pgwarden.db").st_mode & 0o777) == "0o600"

@@ -143,7 +143,8 @@ def test_every_fixture_and_make_agent_argument_is_documented():
     assert {"pg_cluster", "make_agent", "agent", "client", "databases", "backends"} <= set(fixtures)
     for name in fixtures:
         assert re.search(rf"^### .*`{name}`", text, flags=re.M), f"testing.md: no section for the fixture {name}"
-    module = ast.parse(inspect.getsource(agent_core.testing))
+    # the module that defines it (agent_core.testing imports its fixtures from agent_core.testing.fixtures)
+    module = ast.parse(inspect.getsource(inspect.getmodule(agent_core.testing.make_agent)))
     fixture = next(n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "make_agent")
     make = next(n for n in fixture.body if isinstance(n, ast.FunctionDef))
     args = [a.arg for a in make.args.args + make.args.kwonlyargs]

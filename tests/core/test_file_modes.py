@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from agent_core.auth import UsersFile
 from agent_core.testing import PASSWORD, wait_for
+from agent_core.testing import serve as serve_process
 from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
@@ -79,24 +79,9 @@ def serve(request, tmp_path, pg_cluster):
         """,
         0o644,  # readable by everyone and holds the key: logged at start-up
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_core.cli", "-c", conf, "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-        umask=request.param,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    with serve_process(conf, env=env(), umask=request.param) as served:  # fails unless it answers
         yield f"http://127.0.0.1:{port}", home, log_file, conf
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert served.stop(timeout=30).returncode == 0  # SIGTERM
 
 
 def login(url: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import agent_maintenance.plugin as maintenance_plugin
-from agent_core.testing import KEY, Client, wait_for
+from agent_core.testing import KEY, Client, stop_process, wait_for
 from agent_core.testing.cluster import free_port
 
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
@@ -114,12 +114,7 @@ class Prometheus:
         return None
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, 10)
         self.log.close()
 
 

@@ -18,6 +18,7 @@ import psycopg2
 import pytest
 
 from agent_core.cli.setup import least_privilege_blocks
+from agent_core.testing import serve
 from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
@@ -76,29 +77,6 @@ def tls_get(port, path, cafile, headers=None, body=None):
         return e.code, e.read()
 
 
-def serve(conf, command=(sys.executable, "-m", "agent_core.cli"), user=None):
-    """Start ``serve`` as the unit would (PGWARDEN_CONFIG, optionally as ``user``); wait for its line."""
-    env = clean_env()
-    env["PGWARDEN_CONFIG"] = str(conf)
-    proc = subprocess.Popen(
-        [*command, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, user=user, cwd="/"
-    )
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise AssertionError(f"serve did not start: {line} {proc.stderr.read()}")
-    return proc
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    finally:
-        proc.stdout.close()
-        proc.stderr.close()
-
-
 def mode(path):
     return os.stat(path).st_mode & 0o777
 
@@ -139,8 +117,9 @@ def test_setup_writes_a_working_agent_for_the_cluster(tmp_path, pg_cluster):
     assert "every user" not in res.stderr, res.stderr
     assert not (state / "pgwarden.db").exists()
 
-    proc = serve(conf)  # as the test's user (a venv under /root is not executable by postgres)
-    try:
+    # as the unit would (PGWARDEN_CONFIG), as the test's user (a venv under /root is not executable by postgres)
+    unit_env = {**clean_env(), "PGWARDEN_CONFIG": str(conf)}
+    with serve(argv=[sys.executable, "-m", "agent_core.cli", "serve"], env=unit_env, cwd="/", stop_timeout=60):
         cafile = str(conf.parent / "server.pem")
         status, body = tls_get(port, "/discover", cafile, {"X-Pgwarden-Key": key})
         assert status == 200, body
@@ -150,8 +129,6 @@ def test_setup_writes_a_working_agent_for_the_cluster(tmp_path, pg_cluster):
             json.dumps({"username": "admin", "password": password}).encode(),
         )  # fmt: skip
         assert status == 200 and body["session"], body
-    finally:
-        stop(proc)
 
 
 def test_second_run_changes_nothing_and_force_redoes(tmp_path, pg_cluster):

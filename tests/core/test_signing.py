@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from agent_core.auth import signing
-from agent_core.testing import KEY, TemboardSigner, wait_for
+from agent_core.testing import KEY, TemboardSigner, serve, wait_for
 from agent_core.testing.cluster import free_port
 
 NOW = 1_780_000_000.0  # a fixed clock for the pure tests
@@ -278,16 +278,7 @@ def test_sighup_reloads_the_key(tmp_path, pg_cluster, signer, stranger):
         public_key = {key}
         """)
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_core.cli", "-c", str(conf), "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert "listening on" in proc.stdout.readline()
+    with serve(conf) as served:  # fails unless it answers
         url = f"http://127.0.0.1:{port}"
         assert signer.request(url, "GET", "/notifications").status == 200
         before = os.stat(key)
@@ -297,16 +288,9 @@ def test_sighup_reloads_the_key(tmp_path, pg_cluster, signer, stranger):
             f.write(stranger_pem)
         os.utime(key, ns=(before.st_atime_ns, before.st_mtime_ns))
         assert signer.request(url, "GET", "/notifications").status == 200, "still the old key"
-        proc.send_signal(signal.SIGHUP)
+        served.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: stranger.request(url, "GET", "/notifications").status == 200, timeout=10)
         assert signer.request(url, "GET", "/notifications").status == 403
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- /discover and /status for both UI generations ---------------------------------------

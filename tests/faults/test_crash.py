@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import pytest
 
 import agent_maintenance.plugin as maintenance_plugin
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, serve, wait_for
 
 #: A table whose VACUUM FULL is slow inside the agent's maintenance
 #: operations only (their application_name): 50 ms per row while its index
@@ -71,13 +69,6 @@ class Api:
         res = self.client.get(f"/maintenance/{verb}/scheduled", headers=self.headers)
         assert res.status == 200, res
         return next(e for e in res.json() if e["id"] == op_id)
-
-
-def alive(url: str) -> bool:
-    try:
-        return Client(url, timeout=1).get("/status").status == 200
-    except OSError:
-        return False
 
 
 def backend_of(cluster: Any, op_id: str) -> list[tuple[Any, ...]]:
@@ -128,11 +119,7 @@ def test_sigkill_during_vacuum_full_with_operations_pending(
     )
     url = f"http://127.0.0.1:{port}"
     node = filenode(pg_cluster, db)
-    pgwarden = Path(sys.executable).parent / "pgwarden"
-    with open(home / "agent.log", "wb") as log:
-        proc = subprocess.Popen([str(pgwarden), "-c", str(conf), "serve"], stdout=log, stderr=log)
-    try:
-        wait_for(lambda: alive(url), timeout=30)
+    with serve(conf, timeout=30) as served:  # fails unless it answers
         api = Api(url)
         table = f"/maintenance/{db}/schema/public/table"
         full = api.submit(f"{table}/slowt/vacuum", {"mode": "full"})
@@ -143,17 +130,13 @@ def test_sigkill_during_vacuum_full_with_operations_pending(
         }
         wait_for(lambda: exclusive_locks(pg_cluster, db), timeout=30)  # VACUUM FULL has its table
         assert api.entry("vacuum", full)["status"] == "doing"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        os.kill(served.proc.pid, signal.SIGKILL)
+        served.proc.wait(10)
         time.sleep(0.5)
         # PostgreSQL does not notice its client died: the rewrite goes on, holding the lock
         assert backend_of(pg_cluster, full) == [(backend_of(pg_cluster, full)[0][0], "active")]
         assert exclusive_locks(pg_cluster, db)
         time.sleep(4)  # some pending operations fall due while the agent is down
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
     config: dict[str, Any] = {"agent": {"key_writes": True, "scheduler_grace": 600, "scheduler_workers": 4}}
     if store:

@@ -28,8 +28,6 @@ import json
 import os
 import random
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,7 +38,7 @@ import psutil
 import pytest
 
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, certificate_files, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, certificate_files, free_port, serve, wait_for
 
 SECONDS = float(os.environ.get("PGWARDEN_LOAD_SECONDS", "20"))
 CLIENTS = 50
@@ -193,95 +191,84 @@ def test_fifty_clients_over_tls(pg_cluster, databases, tmp_path: Path, certifica
         "dbname = postgres\n"
         "[activity]\nsample_interval = 1\n"
     )
-    pgwarden = Path(sys.executable).parent / "pgwarden"
-    with open(home / "stderr.log", "wb") as out:
-        proc = subprocess.Popen([str(pgwarden), "-c", str(conf), "serve"], stdout=out, stderr=out)
     tally = Tally()
     stop = threading.Event()
-    try:
-        probe = LoadClient(-1, port, {"X-Pgwarden-Key": KEY}, db, tally, stop)
-
-        def up() -> bool:
-            try:
-                return probe.request("GET", "/status")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(up, timeout=30, interval=0.2)
-        session = probe.request("POST", "/login", {"username": "alice", "password": PASSWORD})[1]["session"]
-        clients = [
-            LoadClient(i, port, {"X-Session": session} if i % 2 else {"X-Pgwarden-Key": KEY}, db, tally, stop)
-            for i in range(CLIENTS)
-        ]
-        for c in clients:
-            c.start()
-        samples = []
-        started = time.monotonic()
-        while time.monotonic() - started < SECONDS:
-            time.sleep(min(1.0, SECONDS / 10))
-            samples.append((time.monotonic() - started, rss(proc.pid), sum(list(tally.requests.values()))))
-        stop.set()
-        for c in clients:
-            c.join(90)
-        stalled = [c.index for c in clients if c.is_alive()]
-        assert not stalled, f"clients still blocked in a request: {stalled}"
-        assert not tally.errors, tally.errors[:10]
-        assert all(tally.progress[i] > 0 for i in range(CLIENTS)), tally.progress
-
-        # every operation acknowledged is there; every ANALYZE ran once, canceled ones never
-        def listing(verb: str) -> dict[str, dict[str, Any]]:
-            status, body = probe.request("GET", f"/maintenance/{verb}/scheduled?limit=10000")
-            assert status == 200, body
-            return {e["id"]: e for e in body}
-
-        # (finished ones older than RETENTION may have been purged: PostgreSQL's counts below cover them)
-        def all_ended() -> tuple[dict[str, dict[str, Any]]] | None:
-            ops = listing("analyze")
-            ended = all(ops.get(i, {}).get("status") not in ("todo", "doing") for i in tally.analyzes)
-            return (ops,) if ended else None
-
-        (analyzes,) = wait_for(all_ended, timeout=120, interval=0.5)
-        listed = [i for i in tally.analyzes if i in analyzes]
-        assert {analyzes[i]["status"] for i in listed} <= {"done"}, Counter(analyzes[i]["status"] for i in listed)
-        if SECONDS < RETENTION:
-            assert len(listed) == len(tally.analyzes)  # nothing purged yet: every one is listed
-        vacuums = listing("vacuum")
-        assert {vacuums[i]["status"] for i in tally.canceled if i in vacuums} <= {"canceled"}
-        expected = Counter(tally.analyzes.values())
-
-        def counted() -> Counter[int]:
-            rows = pg_cluster.execute(
-                "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname ~ '^t[0-9]+$'", dbname=db
-            )
-            return Counter({int(name[1:]): int(n) for name, n in rows if n})
-
-        wait_for(lambda: counted() == expected, timeout=20, interval=0.5)  # statistics arrive a little later
-        assert all(n == 0 for n in (r[0] for r in pg_cluster.execute(
-            "SELECT vacuum_count FROM pg_stat_user_tables", dbname=db)))  # fmt: skip
-
-        # memory flat: from a third of the run to its end
-        # (the same measure as bench/run.py's TLS memory soak: RSS after a warm-up against RSS at the
-        # end, as MiB and bytes per request; the TLS leak fixed in agent_core/web/tls.py was ~1,240 bytes per
-        # TLS connection, and the 40 keep-alive clients reconnect too: cheroot keeps 10 idle at most)
-        curve = " ".join(f"{t:.0f}s:{r / 2**20:.1f}" for t, r, _ in samples)
-        _, third, third_requests = next(s for s in samples if s[0] >= SECONDS / 3)
-        growth = samples[-1][1] - third
-        requests = max(1, samples[-1][2] - third_requests)
-        print(f"\nagent RSS (MiB) over the run: {curve}")
-        print(f"RSS growth over the last two thirds: {growth / 2**20:+.1f} MiB, {growth / requests:+.0f} bytes/request")
-        assert growth <= RSS_SLACK, (
-            f"RSS grew {growth / 2**20:.1f} MiB ({growth / requests:.0f} bytes/request) in the last two thirds: {curve}"
-        )
-    finally:
-        stop.set()
-        proc.terminate()
+    with serve(conf, timeout=30) as served:  # fails unless it answers
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            proc = served.proc
+            probe = LoadClient(-1, port, {"X-Pgwarden-Key": KEY}, db, tally, stop)
+            session = probe.request("POST", "/login", {"username": "alice", "password": PASSWORD})[1]["session"]
+            clients = [
+                LoadClient(i, port, {"X-Session": session} if i % 2 else {"X-Pgwarden-Key": KEY}, db, tally, stop)
+                for i in range(CLIENTS)
+            ]
+            for c in clients:
+                c.start()
+            samples = []
+            started = time.monotonic()
+            while time.monotonic() - started < SECONDS:
+                time.sleep(min(1.0, SECONDS / 10))
+                samples.append((time.monotonic() - started, rss(proc.pid), sum(list(tally.requests.values()))))
+            stop.set()
+            for c in clients:
+                c.join(90)
+            stalled = [c.index for c in clients if c.is_alive()]
+            assert not stalled, f"clients still blocked in a request: {stalled}"
+            assert not tally.errors, tally.errors[:10]
+            assert all(tally.progress[i] > 0 for i in range(CLIENTS)), tally.progress
+
+            # every operation acknowledged is there; every ANALYZE ran once, canceled ones never
+            def listing(verb: str) -> dict[str, dict[str, Any]]:
+                status, body = probe.request("GET", f"/maintenance/{verb}/scheduled?limit=10000")
+                assert status == 200, body
+                return {e["id"]: e for e in body}
+
+            # (finished ones older than RETENTION may have been purged: PostgreSQL's counts below cover them)
+            def all_ended() -> tuple[dict[str, dict[str, Any]]] | None:
+                ops = listing("analyze")
+                ended = all(ops.get(i, {}).get("status") not in ("todo", "doing") for i in tally.analyzes)
+                return (ops,) if ended else None
+
+            (analyzes,) = wait_for(all_ended, timeout=120, interval=0.5)
+            listed = [i for i in tally.analyzes if i in analyzes]
+            assert {analyzes[i]["status"] for i in listed} <= {"done"}, Counter(analyzes[i]["status"] for i in listed)
+            if SECONDS < RETENTION:
+                assert len(listed) == len(tally.analyzes)  # nothing purged yet: every one is listed
+            vacuums = listing("vacuum")
+            assert {vacuums[i]["status"] for i in tally.canceled if i in vacuums} <= {"canceled"}
+            expected = Counter(tally.analyzes.values())
+
+            def counted() -> Counter[int]:
+                rows = pg_cluster.execute(
+                    "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname ~ '^t[0-9]+$'", dbname=db
+                )
+                return Counter({int(name[1:]): int(n) for name, n in rows if n})
+
+            wait_for(lambda: counted() == expected, timeout=20, interval=0.5)  # statistics arrive a little later
+            assert all(n == 0 for n in (r[0] for r in pg_cluster.execute(
+                "SELECT vacuum_count FROM pg_stat_user_tables", dbname=db)))  # fmt: skip
+
+            # memory flat: from a third of the run to its end
+            # (the same measure as bench/run.py's TLS memory soak: RSS after a warm-up against RSS at the
+            # end, as MiB and bytes per request; the TLS leak fixed in agent_core/web/tls.py was ~1,240 bytes per
+            # TLS connection, and the 40 keep-alive clients reconnect too: cheroot keeps 10 idle at most)
+            curve = " ".join(f"{t:.0f}s:{r / 2**20:.1f}" for t, r, _ in samples)
+            _, third, third_requests = next(s for s in samples if s[0] >= SECONDS / 3)
+            growth = samples[-1][1] - third
+            requests = max(1, samples[-1][2] - third_requests)
+            print(f"\nagent RSS (MiB) over the run: {curve}")
+            print(
+                f"RSS growth over the last two thirds: {growth / 2**20:+.1f} MiB,"
+                f" {growth / requests:+.0f} bytes/request"
+            )
+            assert growth <= RSS_SLACK, (
+                f"RSS grew {growth / 2**20:.1f} MiB ({growth / requests:.0f} bytes/request)"
+                f" in the last two thirds: {curve}"
+            )
+        finally:
+            stop.set()
     log = (home / "agent.log").read_text() if (home / "agent.log").exists() else ""
-    log += (home / "stderr.log").read_text()
+    log += served.stdout + served.stderr
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     total = sum(tally.requests.values())
     ms = [round(x * 1000) for x in sorted(tally.latencies)]

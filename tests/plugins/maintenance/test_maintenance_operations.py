@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from maintenance_helpers import (
 from psycopg2 import sql
 
 from agent_core.auth import UsersFile
-from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, wait_for
+from agent_core.testing import KEY, PASSWORD, Client, add_user, free_port, serve, wait_for
 
 OPS_SETUP = sql.SQL(
     """
@@ -395,26 +393,18 @@ def test_operation_running_when_the_agent_crashed_is_aborted_and_cleaned(
         f"[postgresql]\nhost = {pg_cluster.host}\nport = {pg_cluster.port}\nuser = {pg_cluster.superuser}\n"
         "dbname = postgres\n"
     )
-    pgwarden = Path(sys.executable).parent / "pgwarden"
-    with open(home / "agent.log", "wb") as log:
-        proc = subprocess.Popen([str(pgwarden), "-c", str(conf), "serve"], stdout=log, stderr=log)
-    try:
+    with serve(conf, timeout=20) as served:  # fails unless it answers
         api = Keyed(f"http://127.0.0.1:{port}")
-        wait_for(lambda: _alive(port), timeout=20)
         res = Client(f"http://127.0.0.1:{port}").post(
             path(slow_db, "schema", "public", "index", "slow_idx", "reindex") + f"?key={KEY}", {}
         )
         assert res.status == 200, res
         op_id = res.json()["id"]
         wait_for(lambda: operation(api, "reindex", op_id)["status"] == "doing" and invalid_indexes(pg_cluster, slow_db))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        os.kill(served.proc.pid, signal.SIGKILL)
+        served.proc.wait(10)
         time.sleep(0.2)
         assert active_backend(pg_cluster, op_id)  # killing the client does not stop the server's work
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
     restarted = start_agent(home=home)
     entry = operation(Keyed(restarted.url), "reindex", op_id)
@@ -423,13 +413,6 @@ def test_operation_running_when_the_agent_crashed_is_aborted_and_cleaned(
     assert not active_backend(pg_cluster, op_id)
     assert invalid_indexes(pg_cluster, slow_db) == []
     assert filenode(pg_cluster, slow_db, "public", "slow_idx") is not None
-
-
-def _alive(port: int) -> bool:
-    try:
-        return Client(f"http://127.0.0.1:{port}", timeout=1).get("/status").status == 200
-    except OSError:
-        return False
 
 
 def test_listings_are_filtered_exactly(api: Client, databases: Any) -> None:
