@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agent_core.auth import User, UsersFile, hash_password
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 (the test users' password)
+PASSWORD = "correct horse battery staple"
 KEY = "0123456789abcdef-test-key"
 #: scrypt parameters of the users the fixtures write: about 2,000 times cheaper
 #: than the agent's own (n=2**14, r=8), for tests only (see the module's docstring).
