@@ -303,3 +303,11 @@ def test_a_running_agent_has_every_member_of_its_interface(tmp_path):
         assert callable(agent.metrics.live) and agent.metrics.registry is not None
     finally:
         agent.stop()
+
+
+def test_every_public_name_of_the_test_support_is_in_testing_md():
+    """A plugin author reads testing.md, not the package: every name agent_core.testing
+    exports (fixtures and helpers) is named there."""
+    text = (DOCS / "testing.md").read_text()
+    missing = [name for name in agent_core.testing.__all__ if f"`{name}" not in text]
+    assert missing == []
