@@ -1,6 +1,6 @@
-"""The parameters of the maintenance routes' bodies: the JSON object, its
-``datetime`` and its ``mode``, each parsed or refused (ValueError, answered
-406 naming the parameter by the views)."""
+"""The parameters in the maintenance routes' bodies: the body itself (a JSON
+object, else 400), its ``datetime`` and its ``mode``, each parsed or refused
+with ValueError (the views answer 406 naming the parameter)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from typing import Any
 from agent_core.errors import InvalidInput
 from agent_core.web.request import Request
 
+#: The ``datetime`` of an operation: UTC, to the second.
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+#: The words of a VACUUM ``mode``.
 VACUUM_MODES = ("full", "freeze", "analyze")
 
 
 def request_body(request: Request) -> dict[str, Any]:
+    """The request's JSON body; InvalidInput (400) unless it is an object."""
     body = request.json()
     if not isinstance(body, dict):
         raise InvalidInput("Request body must be a JSON object.")
