@@ -1,4 +1,4 @@
-"""The JSON documents of the read routes, built from :data:`queries.RELATIONS` rows.
+"""The JSON documents of the read routes, built from :data:`estimates.RELATIONS` rows.
 
 Sums are made here, over the tables with storage: a partitioned table's row
 already holds the sums of its partitions, which have rows of their own, so
@@ -66,7 +66,7 @@ def _with_sizes(entry: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 def index_entry(item: dict[str, Any]) -> dict[str, Any]:
-    """An index as :data:`queries.RELATIONS` gives it (JSON), with its sizes."""
+    """An index as :data:`estimates.RELATIONS` gives it (JSON), with its sizes."""
     entry = dict(item)
     entry["total_size"] = pretty(entry["total_bytes"])
     entry["bloat_size"] = pretty(entry["bloat_bytes"])
@@ -180,7 +180,7 @@ def schema_report(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def schema_chunks(name: str, batches: Iterator[list[dict[str, Any]]]) -> Iterator[bytes]:
     """``GET /maintenance/<db>/schema/<schema>`` written as it is read: the
     exact bytes of ``json.dumps(schema_report(name, rows), default=str)``
-    from the batches of rows of :data:`queries.LISTING` (tables by name,
+    from the batches of rows of :data:`estimates.LISTING` (tables by name,
     each with the schema's totals, then their index arrays), one chunk per
     batch. Memory: one batch, whatever the size of the schema."""
     dumps = json.dumps

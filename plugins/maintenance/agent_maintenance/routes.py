@@ -14,97 +14,25 @@ or :class:`psycopg2.sql.Identifier`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import json
-import logging
-import re
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg2.errors
-
-from agent_core.errors import (
-    Conflict,
-    DatabaseNotFound,
-    Forbidden,
-    InvalidInput,
-    MalformedParameter,
-    NotFound,
-    PostgresUnavailable,
-    Timeout,
-)
+from agent_core.errors import MalformedParameter, NotFound
 from agent_core.hookspecs import Route
 from agent_core.operations.model import Listed, Operation
-from agent_core.postgres import fits_name
-from agent_core.redaction import loggable
 from agent_core.web import paging
 from agent_core.web.request import Request
 from agent_core.web.responses import Response
 
 from . import flight, queries, reports, tasks
+from .bodies import Stream, with_age
+from .openapi import CANCEL_DOC, DATABASE_DOC, INSTANCE_DOC, LISTING_DOC, SCHEMA_DOC, TABLE_DOC, post_doc
+from .params import parse_datetime, parse_mode, request_body
+from .progress import progress as operations_progress
 from .sizes import pretty
-
-log = logging.getLogger("pgwarden.maintenance")
-
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
-# -- names, databases, targets --------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(request: Request, dbname: str) -> Iterator[Any]:
-    """A pooled connection to ``dbname``; the core's DatabaseNotFound when it
-    does not exist (404), Forbidden when the role may not connect, Conflict
-    when it accepts no connection, Timeout naming the database when a
-    statement exceeds the core's statement_timeout or waits for a lock longer
-    than its lock_timeout (the core's own 504 would not name it)."""
-    agent = request.agent
-    try:
-        with agent.postgres.connect(dbname) as conn:
-            yield conn
-    except psycopg2.errors.QueryCanceled:
-        raise Timeout(f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
-    except psycopg2.errors.LockNotAvailable:
-        raise Timeout(
-            f"Reading database '{dbname}' waited for a lock held by another session longer than"
-            " [postgresql] lock_timeout; try again later.",
-        ) from None
-    except PostgresUnavailable:
-        rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
-        if not rows:  # dropped meanwhile
-            raise DatabaseNotFound(dbname) from None
-        if not rows[0]["datallowconn"]:
-            raise Conflict(f"Database '{dbname}' does not allow connections.") from None
-        if not rows[0]["can_connect"]:
-            raise Forbidden(f"The agent's role may not connect to database '{dbname}'.") from None
-        raise
-
-
-def _lookup(conn: Any, dbname: str, schema: str, table: str | None = None, index: str | None = None) -> dict:
-    found = queries.lookup(conn, schema, table, index) if fits_name(schema) else None
-    if found is None:
-        raise NotFound(f"Schema '{schema}' not found in database '{dbname}'.")
-    if table is not None and (found["table_oid"] is None or not fits_name(table)):
-        raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
-    if index is not None and (found["index_oid"] is None or not fits_name(index)):
-        raise NotFound(f"Index '{index}' not found in schema '{schema}' of database '{dbname}'.")
-    return found
-
-
-def check_target(
-    request: Request, dbname: str, schema: str | None = None, table: str | None = None, index: str | None = None
-) -> dict[str, Any] | None:
-    """404 unless the database (and the schema, table or index) exists; what
-    was found (``index_table``: the table of the index)."""
-    with database(request, dbname) as conn:
-        if schema is not None:
-            return _lookup(conn, dbname, schema, table, index)
-    return None
-
+from .targets import check_target, database, lookup
 
 # -- reads ------------------------------------------------------------------------
 #
@@ -121,21 +49,6 @@ def check_target(
 #: peak +28 MB); with 100, one (RSS +4 %, peak +15 MB), in the same time
 #: (a FETCH is one round trip on a connection already open).
 BATCH_ROWS = 100
-
-
-def with_age(document: dict[str, Any] | bytes | Iterable[bytes], age: float) -> Response:
-    """``document`` (or its JSON text, or the chunks of it) answered 200 with
-    ``Age``: whole seconds since its figures were read. Kept chunks (a tuple)
-    are sent with their Content-Length; a stream (any other iterable) without:
-    chunked to HTTP/1.1 clients, up to the connection's end to HTTP/1.0 ones."""
-    headers = {}
-    if isinstance(document, dict):
-        document = json.dumps(document, default=str).encode()
-    if isinstance(document, tuple):
-        headers["Content-Length"] = str(sum(len(chunk) for chunk in document))
-        document = Sent(document)
-    headers["Age"] = str(max(int(age), 0))
-    return Response(data=document, headers=headers)
 
 
 def _idle_timeout(request: Request) -> int:
@@ -217,7 +130,7 @@ def get_schema(request: Request, dbname: str, schema: str) -> Response:
     200; 401; 403; 404 unknown database or schema; 406; 409; 503; 504 too slow or waiting for a lock.
     """
     with database(request, dbname) as conn:
-        found = _lookup(conn, dbname, schema)
+        found = lookup(conn, dbname, schema)
 
     def start() -> Iterable[bytes]:
         with contextlib.ExitStack() as stack:
@@ -233,89 +146,6 @@ def get_schema(request: Request, dbname: str, schema: str) -> Response:
     return with_age(body, age)
 
 
-class Sent:
-    """Chunks to send, forgotten once sent: bottle keeps the last response body
-    of each worker thread until its next request, which must not hold a
-    result the figures' byte bound no longer counts."""
-
-    def __init__(self, chunks: tuple[bytes, ...]):
-        self._chunks: tuple[bytes, ...] = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
-
-    def close(self) -> None:
-        self._chunks = ()
-
-
-def _malloc_trim() -> Callable[[], None]:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-
-    def release() -> None:
-        trim(0)
-
-    return release
-
-
-#: Give the heap's free memory back to the system (glibc's ``malloc_trim``;
-#: nothing elsewhere). A listing's batches are freed when it ends, but glibc
-#: keeps freed pages of its per-thread arenas: without this the agent's RSS
-#: stayed 30 MB above idle after a 10,000-table listing.
-trim_heap = _malloc_trim()
-
-
-class Stream:
-    """A streamed body: ``chunks``, then the resources of ``stack`` (the
-    cursor's transaction, the pooled connection) released once, when the
-    chunks end, fail or the WSGI server closes the body (client gone). A
-    failure is logged and re-raised: cheroot then closes the connection
-    without finishing the answer."""
-
-    def __init__(self, chunks: Iterator[bytes], stack: contextlib.ExitStack, what: str):
-        self._chunks = chunks
-        self._stack: contextlib.ExitStack | None = stack
-        self._what = what
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self._chunks
-        except GeneratorExit:
-            raise
-        except BaseException as e:
-            log.error("%s cut short, the answer is incomplete: %s", loggable(self._what), e)
-            self._release(e)
-            raise
-        finally:
-            self._release(None)
-
-    def _release(self, error: BaseException | None) -> None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return
-        self._chunks = iter(())  # the last batch: not kept by bottle's per-thread response
-        try:
-            if error is None:
-                stack.close()
-            else:
-                with contextlib.suppress(BaseException):  # the original error is the one raised
-                    stack.__exit__(type(error), error, error.__traceback__)
-        finally:
-            trim_heap()
-
-    def close(self) -> None:
-        """Called by the WSGI server once the answer is sent (or the client
-        went away): the release, if the chunks did not end, and a second trim
-        of the heap, after what the server freed when the stream ended (its
-        last chunks and buffers)."""
-        self._release(None)
-        trim_heap()
-
-
 def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[str, Any]:
     """GET /maintenance/<dbname>/schema/<schema>/table/<table>: sizes, bloat,
     fillfactor, row estimate, usage counters and timestamps of
@@ -324,7 +154,7 @@ def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[st
     200; 401; 403; 404 unknown database, schema or table; 406; 409; 503; 504.
     """
     with database(request, dbname) as conn:
-        found = _lookup(conn, dbname, schema, table)
+        found = lookup(conn, dbname, schema, table)
         rows = queries.relations(conn, table_oid=found["table_oid"], details=True)
     if not rows:  # dropped between the two statements
         raise NotFound(f"Table '{table}' not found in schema '{schema}' of database '{dbname}'.")
@@ -332,22 +162,6 @@ def get_table(request: Request, dbname: str, schema: str, table: str) -> dict[st
 
 
 # -- operations -------------------------------------------------------------------
-
-
-def _body(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise InvalidInput("Request body must be a JSON object.")
-    return body
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC) or None/empty for now; ValueError otherwise."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _DATETIME.match(value):
-        raise ValueError(value)
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def describe(
@@ -365,9 +179,9 @@ def describe(
 def _submit(
     request: Request, verb: str, dbname: str, schema: str | None, table: str | None, index: str | None
 ) -> dict[str, str]:
-    body = _body(request)
+    body = request_body(request)
     try:
-        mode = tasks.parse_mode(verb, body.get("mode"))
+        mode = parse_mode(verb, body.get("mode"))
     except ValueError:
         raise MalformedParameter("mode") from None
     try:
@@ -420,7 +234,7 @@ def entries(request: Request, ops: list[Operation]) -> list[dict[str, Any]]:
     """Listing entries: the reference's fields, then created/started/finished
     times, requester, error, notices, result and, while running, progress.
     (What :func:`entries_json` writes, decoded: the reference of its tests.)"""
-    running = tasks.progress(request.agent, ops)
+    running = operations_progress(request.agent, ops)
     out = []
     for op in ops:
         entry = op.to_dict()
@@ -436,7 +250,7 @@ def entries_json(request: Request, listed: list[Listed]) -> paging.JSONText:
     """``json.dumps(entries(...), default=str)``, written from the stored text
     of each operation (nothing decoded but its parameters, and the running
     ones for their progress): the same bytes in a fraction of the time."""
-    running = tasks.progress(request.agent, [op.operation() for op in listed if op.status == "doing"])
+    running = operations_progress(request.agent, [op.operation() for op in listed if op.status == "doing"])
     # the parameters' text repeats (VACUUMs of a database...): each text decoded once
     decoded: dict[Any, tuple[dict[str, Any], str]] = {}
     out = []
@@ -506,132 +320,6 @@ def _deleter(verb: str) -> Callable[..., dict[str, str]]:
     return view
 
 
-# -- OpenAPI (GET /openapi.json): field names as in api/maintenance-api.txt ---------
-
-_S = {"type": "string"}
-_S0 = {"type": "string", "nullable": True}
-_I = {"type": "integer"}
-_I0 = {"type": "integer", "nullable": True}
-_B = {"type": "boolean"}
-
-
-def _object(**fields: Any) -> dict[str, Any]:
-    """A JSON object holding exactly ``fields`` (all always present; more may be added later)."""
-    return {"type": "object", "required": sorted(fields), "properties": fields}
-
-
-def _sized(**names: bool) -> dict[str, Any]:
-    """``<name>_bytes`` and ``<name>_size`` for each name (nullable when true)."""
-    out: dict[str, Any] = {}
-    for name, nullable in names.items():
-        out[f"{name}_bytes"], out[f"{name}_size"] = (_I0, _S0) if nullable else (_I, _S)
-    return out
-
-
-TOTALS = dict(
-    n_tables=_I,
-    n_indexes=_I,
-    **_sized(tables=False, toast=False, indexes=False, total=False, tables_bloat=True, indexes_bloat=True),
-)
-INDEX_SCHEMA = _object(
-    name=_S, indexrelname=_S, tablename=_S, schemaname=_S, locked=_B, type=_S, tablespace=_S0,
-    indisunique=_B, indisprimary=_B, indisvalid=_B, number_of_columns=_I, scans=_I0, idx_tup_read=_I0,
-    idx_tup_fetch=_I0, **{"def": _S0}, **_sized(total=False, bloat=True),
-)  # fmt: skip
-_KIND = {"type": "string", "enum": list(reports.KINDS.values())}
-_TABLE = dict(
-    name=_S, schemaname=_S, kind=_KIND, n_indexes=_I, n_partitions=_I, locked=_B,
-    row_estimate={"type": "number", "nullable": True},
-    **_sized(table=False, toast=False, index=False, total=False, bloat=True, index_bloat=True),
-)  # fmt: skip
-TABLE_SCHEMA = _object(**_TABLE)
-TABLE_DETAILS = _object(
-    **_TABLE, relid=_S, relname=_S, fillfactor=_I0, indexes={"type": "array", "items": INDEX_SCHEMA},
-    **{name: _I0 for name in reports._COUNTERS}, **{name: _S0 for name in reports._TIMESTAMPS},
-)  # fmt: skip
-OPERATION = _object(
-    id=_S, task=_S, params={"type": "object"}, dbname=_S0, schema=_S0, table=_S0, index=_S0,
-    datetime=_S0, status={"type": "string", "enum": ["todo", "doing", "done", "failed", "canceled", "aborted"]},
-    created_at=_S0, started_at=_S0, finished_at=_S0, requested_by=_S0, result={"nullable": True}, error=_S0,
-    notices={"type": "array", "items": _S, "nullable": True}, mode=_S0, progress={"type": "object", "nullable": True},
-)  # fmt: skip
-_DATETIME_SCHEMA = {"type": "string", "pattern": _DATETIME.pattern, "nullable": True}
-_VACUUM_MODE = {"type": "string", "pattern": "^(full|freeze|analyze)(,(full|freeze|analyze))*$", "nullable": True}
-_READ_ERRORS = {
-    "403": {"description": "The agent's role may not connect to the database."},
-    "409": {"description": "The database does not accept connections."},
-    "503": {"description": "PostgreSQL unavailable."},
-    "504": {
-        "description": "A read took longer than [postgresql] statement_timeout, or waited for a lock"
-        " held by another session longer than [postgresql] lock_timeout."
-    },
-}
-
-
-def _answer(schema: dict[str, Any], description: str = "Success.") -> dict[str, Any]:
-    return {
-        "responses": {
-            "200": {"description": description, "content": {"application/json": {"schema": schema}}},
-            **_READ_ERRORS,
-        }
-    }
-
-
-INSTANCE_DOC = _answer(
-    _object(
-        databases={"type": "array", "items": _object(datname=_S, **TOTALS)},
-        instance=_object(total_bytes=_I, total_size=_S),
-    )
-)
-DATABASE_DOC = _answer(
-    _object(name=_S, schemas={"type": "array", "items": _object(name=_S, **TOTALS)}, total_bytes=_I, total_size=_S)
-)
-SCHEMA_DOC = _answer(
-    _object(
-        name=_S,
-        size=_S,
-        tables={"type": "array", "items": TABLE_SCHEMA},
-        indexes={"type": "array", "items": INDEX_SCHEMA},
-        **TOTALS,
-    )
-)
-for _doc in (INSTANCE_DOC, DATABASE_DOC, SCHEMA_DOC):  # figures computed once at a time and reused briefly
-    _doc["responses"]["200"]["headers"] = {
-        "Age": {
-            "description": "Whole seconds since the figures were read (reused up to [maintenance] estimates_max_age).",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        }
-    }
-TABLE_DOC = _answer(TABLE_DETAILS)
-LISTING_DOC = paging.openapi(_answer({"type": "array", "items": OPERATION}, "The operations (a JSON array)."))
-
-
-def _post_doc(verb: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"datetime": _DATETIME_SCHEMA}
-    if verb == "vacuum":
-        body["mode"] = _VACUUM_MODE
-    doc = _answer(_object(id=_S), "The operation's id.")
-    doc["responses"]["406"] = {"description": "Parameter 'mode' or 'datetime' malformed (or X-Session)."}
-    doc["responses"]["429"] = {
-        "description": "[agent] scheduler_pending_max operations already wait to run; nothing was scheduled."
-    }
-    doc["requestBody"] = {
-        "required": False,
-        "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
-    }
-    return doc
-
-
-CANCEL_DOC = {
-    "responses": {
-        "200": {"description": "Canceled.", "content": {"application/json": {"schema": _object(response=_S)}}},
-        "409": {"description": "The operation already finished, or cannot be canceled while it runs."},
-        "503": {"description": "PostgreSQL unavailable."},
-    }
-}
-
-
 # -- the route table ----------------------------------------------------------------
 
 
@@ -656,8 +344,8 @@ def routes() -> list[Route]:
     ]
     for verb in tasks.VERBS:
         out += [
-            route("POST", f"{DB}/{verb}", _poster(verb, DB), _post_doc(verb)),
-            route("POST", f"{TABLE}/{verb}", _poster(verb, TABLE), _post_doc(verb)),
+            route("POST", f"{DB}/{verb}", _poster(verb, DB), post_doc(verb)),
+            route("POST", f"{TABLE}/{verb}", _poster(verb, TABLE), post_doc(verb)),
             route("GET", f"/maintenance/{verb}/scheduled", _lister(verb, "/maintenance", ()), LISTING_DOC),
             route("GET", f"{DB}/{verb}/scheduled", _lister(verb, DB, ("dbname",)), LISTING_DOC),
             route("GET", f"{TABLE}/{verb}/scheduled", _lister(verb, TABLE, ("dbname", "schema", "table")), LISTING_DOC),
@@ -665,7 +353,7 @@ def routes() -> list[Route]:
         ]
     schema_reindex = _lister("reindex", SCHEMA, ("dbname", "schema"))
     out += [
-        route("POST", f"{INDEX}/reindex", _poster("reindex", INDEX), _post_doc("reindex")),
+        route("POST", f"{INDEX}/reindex", _poster("reindex", INDEX), post_doc("reindex")),
         route("GET", f"{SCHEMA}/reindex/scheduled", schema_reindex, LISTING_DOC),
         # the reference's alias of the schema listing: it does not filter on table (nor index)
         route("GET", f"{SCHEMA}/<index>/table/<table>/reindex/scheduled", schema_reindex, LISTING_DOC),

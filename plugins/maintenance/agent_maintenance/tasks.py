@@ -38,7 +38,8 @@ from agent_core.hookspecs import TaskType
 from agent_core.stash import StashKey
 
 from . import flight
-from .queries import fetch
+from .params import parse_mode
+from .queries import CANCEL_BACKEND, INVALID_INDEXES, OPERATION_TARGET, SHARED_RELATIONS, fetch
 
 if TYPE_CHECKING:
     from agent_core.interfaces import Agent
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgwarden.maintenance")
 
 VERBS = ("vacuum", "analyze", "reindex")
-VACUUM_MODES = ("full", "freeze", "analyze")
 #: Seconds a cancel keeps signalling the backend while the statement runs.
 CANCEL_WAIT = 10.0
 #: Seconds ``abort`` waits for a backend left running by a crashed agent.
@@ -102,22 +102,6 @@ def application_name(op_id: str) -> str:
     return f"pgwarden maintenance {op_id}"
 
 
-def parse_mode(verb: str, value: Any) -> str | None:
-    """The canonical mode (``full,analyze``) or None; ValueError when malformed.
-
-    VACUUM takes a comma-separated combination of full, freeze and analyze;
-    ANALYZE and REINDEX take none.
-    """
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or verb != "vacuum":
-        raise ValueError(value)
-    words = [w.strip() for w in value.split(",")]
-    if any(w not in VACUUM_MODES for w in words) or len(set(words)) != len(words):
-        raise ValueError(value)
-    return ",".join(words)
-
-
 def task_types(agent: Agent) -> list[TaskType]:
     """The three task types; sets up the slots bounding concurrent operations."""
     agent.stash[_SLOTS] = threading.BoundedSemaphore(agent.config.section("maintenance")["max_operations"])
@@ -132,31 +116,6 @@ def task_types(agent: Agent) -> list[TaskType]:
 
 # -- the statement -------------------------------------------------------------
 
-_TARGET = """
-SELECT c.oid, c.relkind, i.indrelid, coalesce(i.indisexclusion, false) AS exclusion
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
-WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind = ANY(%(kinds)s)
-"""
-
-#: Invalid indexes of a table, its partitions and their TOAST tables (of the
-#: whole database when ``relid`` is NULL).
-_INVALID = """
-WITH scope AS (
-  SELECT r.oid, r.reltoastrelid FROM pg_catalog.pg_class r
-  WHERE r.oid = %(relid)s::oid
-     OR r.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(%(relid)s::oid) t)
-)
-SELECT i.indexrelid AS oid, n.nspname, c.relname
-FROM pg_catalog.pg_index i
-JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT i.indisvalid
-  AND (%(relid)s::oid IS NULL
-       OR i.indrelid IN (SELECT s.oid FROM scope s UNION ALL SELECT s.reltoastrelid FROM scope s))
-"""
-
 _LEFTOVER_SUFFIX = ("_ccnew", "_ccold")
 
 
@@ -168,7 +127,7 @@ def _target(conn: Any, op: Operation) -> dict[str, Any] | None:
         name, kinds, what = op.table, ["r", "p", "m"], "table"
     else:
         return None
-    rows = fetch(conn, _TARGET, {"schema": op.schema, "name": name, "kinds": kinds})
+    rows = fetch(conn, OPERATION_TARGET, {"schema": op.schema, "name": name, "kinds": kinds})
     if not rows:
         raise OperationError(f"{what} {op.schema}.{name} does not exist any more in database {op.dbname}")
     return rows[0]
@@ -248,7 +207,6 @@ _SKIPPED = (
     re.compile(r'^WARNING:\s+(?P<text>skipping "(?P<name>.*)" --- .*?)\s*$', re.S),
     re.compile(r'^WARNING:\s+(?P<text>permission denied to \w+ "(?P<name>.*)", skipping it)\s*$', re.S),
 )
-_SHARED = "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relisshared"
 
 
 def _skipped(conn: Any, notices: list[str], database_wide: bool) -> str | None:
@@ -267,7 +225,7 @@ def _skipped(conn: Any, notices: list[str], database_wide: bool) -> str | None:
                 found.append((match["text"], match["name"]))
                 break
     if found and database_wide:
-        shared = {r["relname"] for r in fetch(conn, _SHARED)}
+        shared = {r["relname"] for r in fetch(conn, SHARED_RELATIONS)}
         found = [(text, name) for text, name in found if name not in shared]
     if not found:
         return None
@@ -316,7 +274,7 @@ def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
             concurrently = _concurrently(agent, op, target, conn.server_version)
             if concurrently:
                 scope = None if target is None else (target["indrelid"] or target["oid"])
-                before = [r["oid"] for r in fetch(conn, _INVALID, {"relid": scope})]
+                before = [r["oid"] for r in fetch(conn, INVALID_INDEXES, {"relid": scope})]
                 info.update(concurrently=True, scope_relid=scope, invalid_before=before)
             ctx.update_info(**info)
         except psycopg2.Error as e:
@@ -356,11 +314,7 @@ def _run(ctx: TaskContext, agent: Agent, signals: _Signals) -> dict[str, Any]:
 def _signal(agent: Agent, pid: int, name: str) -> list[dict[str, Any]]:
     """``pg_cancel_backend(pid)`` if that backend is still the operation's
     (same ``application_name``) and runs a statement; the rows signalled."""
-    return agent.postgres.query(
-        "SELECT pid, pg_catalog.pg_cancel_backend(pid) AS signaled FROM pg_catalog.pg_stat_activity"
-        " WHERE pid = %(pid)s AND application_name = %(name)s AND state = 'active'",
-        {"pid": pid, "name": name},
-    )
+    return agent.postgres.query(CANCEL_BACKEND, {"pid": pid, "name": name})
 
 
 def cancel(ctx: TaskContext) -> None:
@@ -384,7 +338,7 @@ def _drop_leftovers(conn: Any, scope: int | None, before: list[int], notice: Cal
     """Drop the invalid ``*_ccnew*``/``*_ccold*`` indexes that appeared in the
     scope since the operation started; report each through ``notice``."""
     try:
-        rows = fetch(conn, _INVALID, {"relid": scope})
+        rows = fetch(conn, INVALID_INDEXES, {"relid": scope})
     except psycopg2.Error as e:
         notice(f"pgwarden: could not look for invalid indexes left by REINDEX CONCURRENTLY: {_error(e)}")
         return
@@ -434,80 +388,3 @@ def abort(op: Operation, agent: Agent) -> list[str]:
         finally:
             agent.postgres.release(conn)
     return done
-
-
-# -- progress --------------------------------------------------------------------
-
-
-def _progress_sql(server_version: int) -> str:
-    analyze = server_version >= 130000
-    parts = [
-        "SELECT pid, 'VACUUM' AS command, phase, relid,"
-        " CASE WHEN heap_blks_total > 0 THEN 100.0 * CASE WHEN phase = 'vacuuming heap'"
-        " THEN heap_blks_vacuumed ELSE heap_blks_scanned END / heap_blks_total END AS percent"
-        " FROM pg_catalog.pg_stat_progress_vacuum",
-        "SELECT pid, command, phase, relid,"
-        " CASE WHEN heap_blks_total > 0 THEN 100.0 * heap_blks_scanned / heap_blks_total END"
-        " FROM pg_catalog.pg_stat_progress_cluster",
-        "SELECT pid, command, phase, relid,"
-        " CASE WHEN blocks_total > 0 THEN 100.0 * blocks_done / blocks_total"
-        " WHEN tuples_total > 0 THEN 100.0 * tuples_done / tuples_total END"
-        " FROM pg_catalog.pg_stat_progress_create_index",
-    ]
-    if analyze:
-        parts.append(
-            "SELECT pid, 'ANALYZE', phase, relid,"
-            " CASE WHEN sample_blks_total > 0 THEN 100.0 * sample_blks_scanned / sample_blks_total END"
-            " FROM pg_catalog.pg_stat_progress_analyze"
-        )
-    return f"""
-SELECT a.pid, a.application_name, a.wait_event_type, a.wait_event, p.command, p.phase,
-       round(p.percent, 1)::float8 AS percent,
-       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%%I.%%I', n.nspname, c.relname) END AS relation
-FROM pg_catalog.pg_stat_activity a
-LEFT JOIN ({" UNION ALL ".join(parts)}) p ON p.pid = a.pid
-LEFT JOIN pg_catalog.pg_class c ON c.oid = p.relid
-LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE a.pid = ANY(%(pids)s) AND a.state = 'active'
-"""
-
-
-def progress(agent: Agent, ops: list[Operation]) -> dict[str, dict[str, Any]]:
-    """Progress of the running operations among ``ops``, by id: what
-    ``pg_stat_progress_*`` tells of their backend (phase, percentage of the
-    phase, relation being processed), or what they wait for. One query per
-    database with running operations."""
-    out: dict[str, dict[str, Any]] = {}
-    by_db: dict[str, list[Operation]] = {}
-    for op in ops:
-        if op.status != "doing":
-            continue
-        if not (op.info or {}).get("backend_pid"):
-            out[op.id] = {"phase": "waiting for a free maintenance slot or connecting"}
-            continue
-        by_db.setdefault(op.dbname or "", []).append(op)
-    for dbname, running in by_db.items():
-        pids = [op.info["backend_pid"] for op in running]
-        try:
-            with agent.postgres.connect(dbname or None) as conn:
-                rows = fetch(conn, _progress_sql(conn.server_version), {"pids": pids})
-        except Exception as e:  # progress is best effort: never fail a listing for it
-            log.warning("progress of maintenance operations in %r: %s", dbname, e)
-            continue
-        found = {(r["pid"], r["application_name"]): r for r in rows}
-        for op in running:
-            row = found.get((op.info["backend_pid"], application_name(op.id)))
-            if row is None:
-                continue
-            entry = {
-                "backend_pid": row["pid"],
-                "command": row["command"],
-                "phase": row["phase"],
-                "percent": row["percent"],
-                "relation": row["relation"],
-            }
-            if row["wait_event_type"] == "Lock":
-                entry["waiting_for"] = f"lock ({row['wait_event']})"
-                entry["phase"] = entry["phase"] or "waiting for a lock"
-            out[op.id] = entry
-    return out
