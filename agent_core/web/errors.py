@@ -63,14 +63,29 @@ class Limits:
     redact: Callable[[str], str] = field(default=lambda text: text)
 
 
+def _in_database(error: BaseException) -> str:
+    """`` in database 'd'``: the database of the connection whose statement failed (the
+    driver's error keeps its cursor); empty when unknown."""
+    try:
+        dbname = error.cursor.connection.info.dbname  # type: ignore[attr-defined]
+    except Exception:  # no cursor (None), or a connection already closed
+        return ""
+    return f" in database '{dbname}'" if isinstance(dbname, str) and dbname else ""
+
+
 def _canceled(error: BaseException, limits: Limits) -> str:
-    return f"PostgreSQL took longer than statement_timeout ({limits.statement_timeout} s) to answer."
+    return (
+        f"PostgreSQL took longer than statement_timeout ({limits.statement_timeout} s) to answer{_in_database(error)}."
+    )
 
 
 def _lock(error: BaseException, limits: Limits) -> str:
     # 504 like statement_timeout: a wait limit of the agent ran out, PostgreSQL is
     # up (503 means unreachable) and the same request may succeed once the lock is gone
-    return f"PostgreSQL waited longer than lock_timeout ({limits.lock_timeout} s) for a lock held by another session."
+    return (
+        f"PostgreSQL waited longer than lock_timeout ({limits.lock_timeout} s)"
+        f" for a lock held by another session{_in_database(error)}."
+    )
 
 
 def _lost(error: BaseException, limits: Limits) -> str:

@@ -11,9 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2.errors
-
-from agent_core.errors import Conflict, DatabaseNotFound, Forbidden, NotFound, PostgresUnavailable, Timeout
+from agent_core.errors import Conflict, DatabaseNotFound, Forbidden, NotFound, PostgresUnavailable
 from agent_core.postgres import fits_name
 from agent_core.web.request import Request
 
@@ -24,20 +22,13 @@ from . import queries
 def database(request: Request, dbname: str) -> Iterator[Any]:
     """A pooled connection to ``dbname``; the core's DatabaseNotFound when it
     does not exist (404), Forbidden when the role may not connect, Conflict
-    when it accepts no connection, Timeout naming the database when a
-    statement exceeds the core's statement_timeout or waits for a lock longer
-    than its lock_timeout (the core's own 504 would not name it)."""
+    when it accepts no connection. A statement that exceeds statement_timeout
+    or waits for a lock longer than lock_timeout is the core's 504, which names
+    the database."""
     agent = request.agent
     try:
         with agent.postgres.connect(dbname) as conn:
             yield conn
-    except psycopg2.errors.QueryCanceled:
-        raise Timeout(f"Reading database '{dbname}' took longer than [postgresql] statement_timeout.") from None
-    except psycopg2.errors.LockNotAvailable:
-        raise Timeout(
-            f"Reading database '{dbname}' waited for a lock held by another session longer than"
-            " [postgresql] lock_timeout; try again later.",
-        ) from None
     except PostgresUnavailable:
         rows = agent.postgres.query(queries.DATABASE, {"dbname": dbname})
         if not rows:  # dropped meanwhile

@@ -106,14 +106,15 @@ def test_a_read_waiting_for_a_lock_fails_fast_with_504(
         res = api.get(url)
         assert res.status == 504, (url, res)
         assert res.json() == {
-            "error": f"Reading database '{lock_db}' waited for a lock held by another session longer than"
-            " [postgresql] lock_timeout; try again later."
+            "error": "PostgreSQL waited longer than lock_timeout (1 s) for a lock held by another session"
+            f" in database '{lock_db}'."
         }
     for url in ("/activity/waiting", "/activity/blocking"):
         res = api.get(url)
         assert res.status == 504, (url, res)
         assert res.json() == {
-            "error": "PostgreSQL waited longer than lock_timeout (1 s) for a lock held by another session."
+            "error": "PostgreSQL waited longer than lock_timeout (1 s) for a lock held by another session"
+            f" in database '{lock_db}'."
         }
     assert exclusive_locks(pg_cluster, holder.pid, lock_db) == 2, "every answer came while the lock was held"
 
