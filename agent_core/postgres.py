@@ -57,6 +57,8 @@ import psycopg2.extras
 from agent_core.errors import ConfigError, DatabaseNotFound, PostgresUnavailable, first_line
 
 log = logging.getLogger("pgwarden.postgres")
+#: The attribute :meth:`Postgres.connect` sets on a driver error raised in its block: the database's name.
+DBNAME_ATTRIBUTE = "pgwarden_dbname"
 
 APPLICATION_NAME = "pgwarden"
 _MAX_IDLE_PER_DB = 4
@@ -225,13 +227,17 @@ class Postgres:
 
         Use ``conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)`` for
         rows as dicts. A connection error inside the block drops the
-        connection and raises PostgresUnavailable.
+        connection and raises PostgresUnavailable. Another driver error (a
+        statement or lock time-out) goes through with the database's name as
+        its :data:`DBNAME_ATTRIBUTE` (the web layer's 504 names it).
         """
         key = dbname or self.default_dbname
         conn = self._checkout(key)
         try:
             yield conn
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            # the connection may be closed by the time the error is answered: keep its database
+            setattr(e, DBNAME_ATTRIBUTE, key)
             if conn.closed or _is_connection_error(e):
                 self._discard(conn)
                 raise PostgresUnavailable(self.redact(first_line(e))) from None

@@ -36,6 +36,7 @@ from agent_core.errors import (
     Unsupported,
     first_line,
 )
+from agent_core.postgres import DBNAME_ATTRIBUTE
 
 #: The status of each domain error class; a subclass not listed takes its nearest listed base's.
 STATUSES: dict[type[DomainError], int] = {
@@ -64,12 +65,14 @@ class Limits:
 
 
 def _in_database(error: BaseException) -> str:
-    """`` in database 'd'``: the database of the connection whose statement failed (the
-    driver's error keeps its cursor); empty when unknown."""
-    try:
-        dbname = error.cursor.connection.info.dbname  # type: ignore[attr-defined]
-    except Exception:  # no cursor (None), or a connection already closed
-        return ""
+    """`` in database 'd'``: the database whose statement failed, as the connection helper
+    recorded it, or as the failed cursor's connection says; empty when unknown."""
+    dbname = getattr(error, DBNAME_ATTRIBUTE, None)
+    if dbname is None:
+        try:
+            dbname = error.cursor.connection.info.dbname  # type: ignore[attr-defined]
+        except Exception:  # no cursor (None), or a connection already closed
+            return ""
     return f" in database '{dbname}'" if isinstance(dbname, str) and dbname else ""
 
 
