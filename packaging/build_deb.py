@@ -24,7 +24,8 @@ and relocated: the only files naming the staging path are the scripts'
 fails if the staging path is left anywhere. No bytecode is shipped (it would
 name the staging path; the postinst compiles it in place).
 
-The package is built in ``build/deb/`` and copied to ``--out`` (default: the
+The package is compressed with gzip, which any dpkg reads, at a fifth of
+xz's time. It is built in ``build/deb/`` and copied to ``--out`` (default: the
 source tree, where ``apt install ./pgwarden_*.deb`` finds it). The build is
 skipped when the sources (and this script) have not changed since the last
 one: ``build/deb/source.sha256`` holds their hash; ``--force`` rebuilds. The
@@ -317,7 +318,9 @@ def build(out_dir: str, python: str) -> str:
 
     deb = os.path.join(out_dir, f"pgwarden_{ver}_{arch}.deb")
     step(f"dpkg-deb --build {os.path.relpath(deb, ROOT)}")
-    run("dpkg-deb", "--root-owner-group", "-Zxz", "--build", root, deb, stdout=subprocess.DEVNULL)
+    # gzip: every dpkg reads it (zstd needs dpkg 1.21.18), and it takes 3 s where
+    # xz took 17 s of both cores for a package 4 MB smaller (15 MB instead of 11)
+    run("dpkg-deb", "--root-owner-group", "-Zgzip", "-z6", "--build", root, deb, stdout=subprocess.DEVNULL)
     return deb
 
 
