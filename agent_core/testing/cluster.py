@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -54,10 +55,54 @@ def find_bindir() -> str | None:
     return None
 
 
+#: Ports handed out by :func:`free_port`: below the kernel's ephemeral range (32768 and up by
+#: default), in one band per pytest-xdist worker (the last band for any other process).
+PORT_BANDS = (12000, 2000, 10)
+_next_port: dict[int, int] = {}
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    for address in ("0.0.0.0", "127.0.0.1"):  # noqa: S104 (a test checks what an agent may bind)
+        with socket.socket() as s:
+            try:
+                s.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free now on every address, for a server a test starts (a
+    cluster, an agent). Not one the kernel may hand out meanwhile as the local
+    port of an outgoing connection: a port chosen that way (bind to port 0)
+    can be taken by a client's connection before the server binds it, which
+    happened to an agent started a minute after its port was chosen. Ports come
+    from a band of :data:`PORT_BANDS` below the ephemeral range, one per
+    pytest-xdist worker, so that workers never pick the same one; within a
+    band, in turn from a random start, skipping any in use."""
+    first, size, count = PORT_BANDS
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    band = int(worker[2:]) % (count - 1) if worker[2:].isdigit() else count - 1
+    low = first + band * size
+    if low + size > _ephemeral_low():  # a machine with a wider ephemeral range: the kernel's choice
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    offset = _next_port.get(band, random.randrange(size))  # noqa: S311 (not for security)
+    for step in range(size):
+        port = low + (offset + step) % size
+        if _bindable(port):
+            _next_port[band] = (offset + step + 1) % size
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + size - 1}")
 
 
 class Cluster:
