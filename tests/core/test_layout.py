@@ -122,3 +122,16 @@ SOURCES = sorted(
 def test_no_module_is_too_long(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)}: {lines} lines (at most {MAX_LINES}): split it by concern"
+
+
+def test_the_architecture_doc_names_every_package_and_top_module():
+    """docs/architecture.md describes the layers: a package or top-level module it does not name is a layer
+    nobody was told about."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    top = sorted(
+        f"{path.name}/" if path.is_dir() else path.name
+        for path in PACKAGE.iterdir()
+        if (path.is_dir() and (path / "__init__.py").exists()) or (path.suffix == ".py" and path.name != "__init__.py")
+    )
+    missing = [name for name in top if f"`{name}`" not in text]
+    assert missing == []
