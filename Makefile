@@ -7,11 +7,13 @@ PLUGINS := $(wildcard plugins/*/setup.cfg) examples/pgwarden-tiny/setup.cfg exam
 
 .PHONY: venv demo test soak lint typecheck bench clean deb
 
+# pytest 8.4: pytest-xdist 3.8 groups tests (--dist loadgroup) by renaming node ids, which
+# pytest 9 ignores (tests/core/test_xdist_groups.py)
 $(VENV)/.installed: setup.cfg pyproject.toml $(PLUGINS) Makefile
 	@echo "== virtualenv $(VENV): the core, the plugins (editable) and the test tools; once per clone"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest pytest-xdist==3.8.0 ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
+	$(PIP) install -q -e . $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest==8.4.2 pytest-xdist==3.8.0 ruff==0.17.6 mypy==2.4.1 schemathesis==4.32.5 trustme==1.2.1
 	touch $@
 
 venv: $(VENV)/.installed
