@@ -353,14 +353,15 @@ class Busy(Exception):
 
 
 @contextlib.contextmanager
-def held(path: str, wait: float):
-    """An exclusive ``flock`` on ``path`` for the ``with`` block, waited for at
-    most ``wait`` seconds (:class:`Busy` then). Also the install tests' lock."""
-    with open(path, "w") as lock:
+def held(path: str, wait: float, shared: bool = False):
+    """An exclusive ``flock`` on ``path`` (``shared``: a shared one) for the
+    ``with`` block, waited for at most ``wait`` seconds (:class:`Busy` then).
+    Also the install tests' lock (tests/install_helpers.py)."""
+    with open(path, "a") as lock:
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:

@@ -4,6 +4,7 @@ command and waited for with a deadline, GET over TLS checked against a CA file."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import selectors
@@ -19,7 +20,39 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent_core.testing import ServedAgent, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Held exclusively while a test installs the package on this host (the packaged unit
+#: /lib/systemd/system/pgwarden@.service exists then), shared by tests whose outcome
+#: depends on whether it exists (pgwarden setup writes its own unit only when none is packaged).
+PACKAGE_LOCK = "/tmp/pgwarden-deb-test.lock"
+
+
+def _build_deb_module() -> Any:
+    """packaging/build_deb.py as a module (a script run by Debian's python3: no package to import it from)."""
+    spec = importlib.util.spec_from_file_location("build_deb", ROOT / "packaging" / "build_deb.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD_DEB = _build_deb_module()
+
+
+@contextmanager
+def package_lock(shared: bool) -> Iterator[None]:
+    """:data:`PACKAGE_LOCK`, waited for 15 minutes at most (other checkouts on this machine
+    take it too); the test skips, naming it, when it was held longer."""
+    try:
+        with BUILD_DEB.held(PACKAGE_LOCK, 900, shared=shared):
+            yield
+    except BUILD_DEB.Busy:
+        pytest.skip(f"another run held {PACKAGE_LOCK} for 15 minutes")
+
 
 #: Debian's PATH for root: ``python3`` is the system's (/usr/bin/python3), as on a fresh host.
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -16,6 +16,7 @@ import urllib.request
 
 import psycopg2
 import pytest
+from install_helpers import package_lock
 
 from agent_core.cli.setup import least_privilege_blocks
 from agent_core.testing import serve
@@ -23,6 +24,15 @@ from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
 pytestmark = pytest.mark.process
+
+
+@pytest.fixture(autouse=True)
+def no_package_installed_meanwhile():
+    """pgwarden setup writes its own unit only when the package's is absent: not while
+    tests/packaging/test_deb.py has the package installed on this host."""
+    with package_lock(shared=True):
+        yield
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ under /etc/pgwarden nor /var/lib/pgwarden."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import re
@@ -22,7 +21,7 @@ import subprocess
 import time
 
 import pytest
-from install_helpers import conf_value, operator_env, printed, scratch_root, serving, tls_request
+from install_helpers import conf_value, operator_env, package_lock, printed, scratch_root, serving, tls_request
 
 from agent_core.testing.cluster import free_port
 
@@ -35,19 +34,6 @@ UNIT = pathlib.Path("/lib/systemd/system/pgwarden@.service")
 INSTALLED = ("/opt/pgwarden", "/usr/bin/pgwarden", str(UNIT), "/usr/share/doc/pgwarden",
              "/usr/share/lintian/overrides/pgwarden")  # fmt: skip
 REAL_SETUP = ("/etc/pgwarden", "/var/lib/pgwarden")
-LOCK = "/tmp/pgwarden-deb-test.lock"
-
-
-def _build_deb_module():
-    """packaging/build_deb.py as a module (a script run by Debian's python3: no package to import it from)."""
-    spec = importlib.util.spec_from_file_location("build_deb", ROOT / "packaging" / "build_deb.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILD_DEB = _build_deb_module()
 
 
 def _missing() -> str | None:
@@ -91,12 +77,10 @@ def deb():
 
 @pytest.fixture
 def exclusive():
-    """One install test at a time on this machine (other checkouts run it too); bounded wait."""
-    try:
-        with BUILD_DEB.held(LOCK, 900):
-            yield
-    except BUILD_DEB.Busy:
-        pytest.skip(f"another run held {LOCK} for 15 minutes")
+    """One install test at a time on this machine (other checkouts run it too), and no
+    test that depends on the packaged unit's absence meanwhile; bounded wait."""
+    with package_lock(shared=False):
+        yield
 
 
 def unit_settings(text: str, instance: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ import subprocess
 import time
 
 import pytest
-from install_helpers import operator_env, printed, scratch_root, serving, tls_request
+from install_helpers import operator_env, package_lock, printed, scratch_root, serving, tls_request
 
 from agent_core.testing.cluster import free_port
 
@@ -72,7 +72,8 @@ def test_the_readme_pip_path_works_as_written(pg_cluster):
         pytest.skip("not a Debian host: /usr/bin/python3 and runuser are needed")
     lines = readme_block("With pip")
     assert any(line.startswith("python3 -m venv /opt/pgwarden") for line in lines), lines
-    with scratch_root("pgwarden-readme-") as scratch:
+    # pgwarden setup's unit step depends on whether the package's unit exists: not while test_deb installs it
+    with package_lock(shared=True), scratch_root("pgwarden-readme-") as scratch:
         clone = scratch / "pgwarden"
         shutil.copytree(ROOT, clone, ignore=COPY_IGNORE, symlinks=True)
         venv = scratch / "opt" / "pgwarden"
