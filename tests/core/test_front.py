@@ -28,6 +28,7 @@ from agent_core.testing.peers import (
     tls_connect,
     trickle_until_closed,
 )
+from agent_core.web.front import IDLE
 
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
 
@@ -179,6 +180,11 @@ def test_per_address_limit_closes_the_extra_connection(make_agent) -> None:
         wait_for(one_more, timeout=10)  # a place freed is usable again
 
 
+def _idle(running: Any) -> int:
+    """Connections the agent's front holds idle (kept alive, back from a worker)."""
+    return sum(peer.phase == IDLE for front in running.agent.server.fronts for peer in list(front._front.values()))
+
+
 def test_global_limit_makes_room_by_closing_the_oldest_idle(make_agent) -> None:
     running = make_agent(config={"agent": {"max_connections": 16}})
     port = port_of(running)
@@ -188,6 +194,9 @@ def test_global_limit_makes_room_by_closing_the_oldest_idle(make_agent) -> None:
             s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
             idle.append(s)
+            # idle once its worker handed it back: on a loaded machine, connection n could
+            # otherwise come back after n + 1 and be the younger idle one
+            wait_for(lambda n=n: _idle(running) == n + 1, timeout=10)
         assert timed_get(port, "/status", tls=False)[0] == 200
         closed, _ = closed_by_server(idle[0], within=5)
         assert closed, "the oldest idle connection made room for the new client"
