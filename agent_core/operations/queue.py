@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +64,8 @@ class OperationQueue:
         self.retention = retention
         self.retention_count = retention_count
         self.pending_max = pending_max
+        #: The time of transitions and pruning (aware UTC); the scheduler's clock (:attr:`Scheduler.clock`).
+        self.clock: Callable[[], datetime] = now
         # the count of pending operations and the insert of one more, one submit at a time
         self._submit_lock = threading.Lock()
 
@@ -224,7 +226,7 @@ class OperationQueue:
     # -- writes --------------------------------------------------------
 
     def transition(self, op_id: str, old: str, new: str, **values: Any) -> bool:
-        stamp = now()
+        stamp = self.clock()
         if new == "doing":
             values["started_at"] = stamp
         elif new in FINISHED:
@@ -288,6 +290,6 @@ class OperationQueue:
 
     def purge(self) -> None:
         with self.store.begin() as conn:
-            deleted = self.prune(conn, now())
+            deleted = self.prune(conn, self.clock())
         if deleted:
             log.info("purged %d finished operations", deleted)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from agent_core.errors import Conflict, NotFound, first_line
 from agent_core.operations.context import TaskContext
 from agent_core.operations.model import Listed, Operation
 from agent_core.operations.queue import OperationQueue, TooManyPending
-from agent_core.store import Store, StoreUnavailable, now
+from agent_core.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from agent_core.interfaces import Agent
@@ -72,7 +73,18 @@ class Scheduler:
         #: Called with (task, status) when an operation ends in this process (GET /metrics).
         self.observe_end: Callable[[str, str], None] = lambda task, status: None
 
-    # the queue's bounds, set on the queue
+    # the queue's bounds and clock, set on the queue
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The time operations fall due by (aware UTC; :func:`agent_core.store.now`).
+        A seam for tests, which move it forward (and call :meth:`_wake`) instead of
+        sleeping until an operation is due or a finished one is old enough to purge."""
+        return self.queue.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], datetime]) -> None:
+        self.queue.clock = value
 
     @property
     def retention(self) -> float:
@@ -105,6 +117,12 @@ class Scheduler:
         """How many operations run now in this agent."""
         return len(self._running)
 
+    def _schedule_next(self, task: TaskType) -> str:
+        """The next run of a recurring task, ``interval`` seconds from now, requested by the agent."""
+        return self.submit(
+            task.name, run_at=self.clock() + timedelta(seconds=task.interval or 0), requested_by="agent", capped=False
+        )
+
     def register(self, task: TaskType) -> None:
         if task.name in self.tasks:
             raise ValueError(f"task {task.name!r} registered twice")
@@ -116,9 +134,7 @@ class Scheduler:
         self._purge()
         for task in self.tasks.values():
             if task.interval and not self.list(task=task.name, status=("todo", "doing")):
-                self.submit(
-                    task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent", capped=False
-                )
+                self._schedule_next(task)
         self._stopping = False
         self._dispatcher = threading.Thread(target=self._dispatch, name="pgwarden-scheduler", daemon=True)
         self._dispatcher.start()
@@ -131,9 +147,9 @@ class Scheduler:
             self._cond.notify_all()
         if self._dispatcher:
             self._dispatcher.join()
-        deadline = now() + timedelta(seconds=self.stop_timeout)
+        deadline = time.monotonic() + self.stop_timeout
         for _op_id, thread in list(self._threads.items()):
-            thread.join(max(0.0, (deadline - now()).total_seconds()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         for _op_id, ctx in list(self._running.items()):
             ctx.stop_reason = "canceled because the agent stopped"
             self._call_cancel(ctx)
@@ -164,7 +180,7 @@ class Scheduler:
         """
         if task not in self.tasks:
             raise ValueError(f"unknown task {task!r}")
-        created = now()
+        created = self.clock()
         when = run_at if run_at is not None and run_at > created else created
         op_id = self.queue.insert(
             task,
@@ -263,10 +279,10 @@ class Scheduler:
                 op.id, "doing", "aborted", error="the agent stopped while the operation was running", notices=notices
             )
             log.warning("operation %s (%s) was running when the agent stopped: aborted", op.id, op.task)
-        limit = now() - timedelta(seconds=self.grace)
+        limit = self.clock() - timedelta(seconds=self.grace)
         for op in self.list(status="todo"):
             if op.scheduled_at < limit:
-                late = int((now() - op.scheduled_at).total_seconds())
+                late = int((self.clock() - op.scheduled_at).total_seconds())
                 self._transition(
                     op.id,
                     "todo",
@@ -298,7 +314,7 @@ class Scheduler:
 
     def _dispatch_once(self) -> float:
         """Start what is due; return seconds until something may be due."""
-        stamp = now()
+        stamp = self.clock()
         if stamp.timestamp() >= self._next_purge:
             self._purge()
             self._next_purge = stamp.timestamp() + 60
@@ -317,7 +333,7 @@ class Scheduler:
         nxt = self.queue.next_due(self.tasks, stamp)
         if nxt is None:
             return 60.0
-        return max(0.0, min(60.0, (nxt - now()).total_seconds() + 0.001))
+        return max(0.0, min(60.0, (nxt - self.clock()).total_seconds() + 0.001))
 
     def _start(self, op: Operation) -> None:
         try:
@@ -380,9 +396,7 @@ class Scheduler:
         if task.interval and not self._stopping:
             self._retry(
                 f"schedule the next {task.name}",
-                lambda: self.submit(
-                    task.name, run_at=now() + timedelta(seconds=task.interval), requested_by="agent", capped=False
-                ),
+                lambda: self._schedule_next(task),
             )
 
     def _retry(self, what: str, write: Any) -> bool:

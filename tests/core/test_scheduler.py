@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from agent_core.errors import Conflict, NotFound
 from agent_core.operations.scheduler import Scheduler, TooManyPending
 from agent_core.store import Store, operations
-from agent_core.testing import run_now, wait_for
+from agent_core.testing import Clock, run_now, wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -195,7 +195,11 @@ def test_retention_purges_finished_operations(make_agent, probe, store_config):
     s = scheduler(running)
     op_id = s.submit("probe.quick")
     wait_for(lambda: s.get(op_id).status == "done", timeout=10)
-    time.sleep(1.2)
+    clock = Clock()
+    s.clock = clock.now
+    s._purge()
+    assert s.get(op_id) is not None, "not yet a second old"
+    clock.advance(1.5)
     s._purge()
     assert s.get(op_id) is None
 
