@@ -30,7 +30,7 @@ demo: venv
 # TEST_WORKERS=0 runs the suites in one process.
 TEST_WORKERS ?= 4
 test: venv
-	@$(PY) -c "import sys; from agent_core.testing.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
+	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	$(PY) -m pytest -q -m unit
 	@log=$$(mktemp); \
 	echo "== in the background: bench/smoke.py (the example plugin's tests, every --smoke run) > $$log"; \
@@ -46,7 +46,7 @@ test: venv
 SOAK_SECONDS ?= 600
 SOAK_ROUNDS ?= 5
 soak: venv
-	@$(PY) -c "import sys; from agent_core.testing.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
+	@$(PY) -c "import sys; from agent_core.cluster import find_bindir, INSTALL_HINT; find_bindir() or sys.exit(INSTALL_HINT)"
 	PGWARDEN_LOAD_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s tests/faults/test_load.py
 	for i in $$(seq $(SOAK_ROUNDS)); do PGWARDEN_SOAK=1 $(PY) -m pytest -q tests/faults -k "not test_load" || exit 1; done
 

@@ -75,7 +75,8 @@ class Operations(Protocol):
         ...
 
     def cancel(self, op_id: str, task: str | None = None, wait: float = 10.0) -> Operation:
-        """Cancel a ``todo`` or running operation; the operation as it ended."""
+        """Cancel a ``todo`` or running operation; the operation as it is afterwards (still ``doing``
+        if it did not end within ``wait`` seconds)."""
         ...
 
 

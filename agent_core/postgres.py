@@ -237,7 +237,8 @@ class Postgres:
             yield conn
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             # the connection may be closed by the time the error is answered: keep its database
-            setattr(e, DBNAME_ATTRIBUTE, key)
+            if getattr(e, DBNAME_ATTRIBUTE, None) is None:  # an inner block's database stays
+                setattr(e, DBNAME_ATTRIBUTE, key)
             if conn.closed or _is_connection_error(e):
                 self._discard(conn)
                 raise PostgresUnavailable(self.redact(first_line(e))) from None

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from load import summary
 
 from agent_core.auth import UsersFile
+from agent_core.cluster import Cluster
 from agent_core.testing import PASSWORD, Client, ServedAgent
-from agent_core.testing.cluster import Cluster
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -33,8 +33,8 @@ from _common import AgentProcess, PeakRss, timed
 from datasets import build_huge
 from floors import Conns, listing_floors
 
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
 from agent_core.testing import Client
-from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir
 
 #: statement_timeout of the measuring agent: a 100,000-table listing takes tens of seconds.
 STATEMENT_TIMEOUT = 600

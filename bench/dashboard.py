@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from load import summary
 
 from agent_core.agent import Agent
+from agent_core.cluster import Cluster, find_bindir
 from agent_core.testing import KEY, Client, agent_config
-from agent_core.testing.cluster import Cluster, find_bindir
 
 INTERVAL = 2.0
 

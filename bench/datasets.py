@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent_core.cluster import Cluster
 from agent_core.testing import Backends
-from agent_core.testing.cluster import Cluster
 
 
 @dataclass(frozen=True)

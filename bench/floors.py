@@ -17,7 +17,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from agent_activity.queries import for_version
-from agent_core.testing.cluster import Cluster
+from agent_core.cluster import Cluster
 from agent_maintenance import queries as mq
 
 

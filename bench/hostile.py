@@ -31,7 +31,7 @@ from typing import Any
 from _common import AgentProcess
 from load import summary
 
-from agent_core.testing.cluster import Cluster, find_bindir
+from agent_core.cluster import Cluster, find_bindir
 from agent_core.testing.peers import closing_all, hostile_crowd, source, timed_get, tls_connect
 
 KEY = "bench-key-0123456789abcdef"

@@ -58,8 +58,8 @@ from _common import AgentProcess, timed
 from datasets import FULL, SMOKE, Busy, build_app, build_wide
 
 from agent_activity.metrics import BACKENDS
+from agent_core.cluster import Cluster, find_bindir
 from agent_core.testing import KEY
-from agent_core.testing.cluster import Cluster, find_bindir
 from agent_core.testing.peers import client_context
 
 #: What Prometheus 2.x sends.

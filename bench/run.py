@@ -42,8 +42,8 @@ from datasets import FULL, SMOKE, Busy, build_app, build_huge, build_wide
 from floors import Conns, activity_floors, maintenance_floors
 from report import markdown, targets
 
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
 from agent_core.testing import PASSWORD
-from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 pytest.register_assert_rewrite("agent_core.testing")
 
 from agent_core.auth import UsersFile  # noqa: E402
-from agent_core.testing.cluster import Cluster, free_port  # noqa: E402
+from agent_core.cluster import Cluster, free_port  # noqa: E402
 
 pytest_plugins = ["agent_core.testing"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from agent_core.agent import Agent
 from agent_core.auth import UsersFile
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
 from agent_core.config import RawConfig
 from agent_core.errors import PgwardenError
 from agent_core.plugins import installed
-from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir
 
 DEMO_SQL = """
 CREATE TABLE city (id serial PRIMARY KEY, name text NOT NULL, population int);

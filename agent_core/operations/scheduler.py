@@ -78,13 +78,18 @@ class Scheduler:
     @property
     def clock(self) -> Callable[[], datetime]:
         """The time operations fall due by (aware UTC; :func:`agent_core.store.now`).
-        A seam for tests, which move it forward (and call :meth:`_wake`) instead of
+        A seam for tests, which move it forward (then :meth:`wake`) instead of
         sleeping until an operation is due or a finished one is old enough to purge."""
         return self.queue.clock
 
     @clock.setter
     def clock(self, value: Callable[[], datetime]) -> None:
         self.queue.clock = value
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the dispatcher look at the clock and the store again now (after a test moved the clock)."""
+        self._wake()
 
     @property
     def retention(self) -> float:

@@ -60,14 +60,14 @@ The names are defined in modules named for what they hold, all imported here
 (:class:`RunningAgent`, :func:`agent_config`), :mod:`~agent_core.testing.helpers` (:func:`wait_for`,
 :func:`run_now`, :class:`Clock`, :func:`certificate_files`), :mod:`~agent_core.testing.postgres`
 (:class:`Databases`, :class:`Backends`, :class:`Held`), :mod:`~agent_core.testing.processes`
-(:func:`serve`, :func:`stop_process`), :mod:`~agent_core.testing.cluster` (:class:`Cluster`) and
+(:func:`serve`, :func:`stop_process`), :mod:`~agent_core.cluster` (:class:`Cluster`) and
 :mod:`~agent_core.testing.peers`.
 """
 
 from __future__ import annotations
 
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir, free_port
 from agent_core.testing.agents import RunningAgent, agent_config
-from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir, free_port
 from agent_core.testing.credentials import KEY, PASSWORD, TEST_SCRYPT, add_user
 from agent_core.testing.fixtures import (
     agent,

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent_core.agent import Agent
+from agent_core.cluster import Cluster
 from agent_core.config import RawConfig
-from agent_core.testing.cluster import Cluster
 from agent_core.testing.credentials import KEY, PASSWORD
 from agent_core.testing.http_client import Client
 

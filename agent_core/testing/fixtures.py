@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from agent_core.auth import UsersFile
+from agent_core.cluster import INSTALL_HINT, Cluster, find_bindir
 from agent_core.testing.agents import RunningAgent, agent_config
-from agent_core.testing.cluster import INSTALL_HINT, Cluster, find_bindir
 from agent_core.testing.credentials import PASSWORD, add_user
 from agent_core.testing.http_client import Client
 from agent_core.testing.postgres import Backends, Databases

@@ -1,4 +1,4 @@
-"""Real PostgreSQL objects of a test on a :class:`~agent_core.testing.cluster.Cluster`:
+"""Real PostgreSQL objects of a test on a :class:`~agent_core.cluster.Cluster`:
 :class:`Databases` with unique names, dropped at the end, and
 :class:`Backends`, real sessions, some running a statement in a thread
 (:class:`Held`), all ended at the end."""
@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from agent_core.testing.cluster import Cluster
+from agent_core.cluster import Cluster
 from agent_core.testing.helpers import wait_for
 
 

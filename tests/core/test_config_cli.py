@@ -284,7 +284,7 @@ def test_user_roles_from_the_command_line(tmp_path):
 def test_serve_stops_gracefully_on_sigterm(tmp_path, pg_cluster):
     import urllib.request
 
-    from agent_core.testing.cluster import free_port
+    from agent_core.cluster import free_port
 
     port = free_port()
     conf = write_conf(

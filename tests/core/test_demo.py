@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from install_helpers import read_until
 
-from agent_core.testing.cluster import INSTALL_HINT, find_bindir, free_port
+from agent_core.cluster import INSTALL_HINT, find_bindir, free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
 pytestmark = pytest.mark.process

@@ -17,9 +17,9 @@ import urllib.request
 import pytest
 
 from agent_core.auth import UsersFile
+from agent_core.cluster import free_port
 from agent_core.testing import PASSWORD, wait_for
 from agent_core.testing import serve as serve_process
-from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
 pytestmark = pytest.mark.process

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from agent_core.testing.cluster import PORT_BANDS, _ephemeral_low, free_port
+from agent_core.cluster import PORT_BANDS, _ephemeral_low, free_port
 
 
 def test_ports_are_below_the_ephemeral_range_distinct_and_bindable():
@@ -29,7 +29,7 @@ def test_a_port_in_use_is_skipped():
 
 def test_each_xdist_worker_has_a_band_of_its_own():
     first, size, _count = PORT_BANDS
-    code = "from agent_core.testing.cluster import free_port; print(free_port())"
+    code = "from agent_core.cluster import free_port; print(free_port())"
     seen = {}
     for worker in ("gw0", "gw1", "gw2"):
         env = {**os.environ, "PYTEST_XDIST_WORKER": worker}

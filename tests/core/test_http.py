@@ -144,7 +144,7 @@ def test_many_simultaneous_clients(probe_agent):
 
 
 def test_postgres_down_is_503_quickly_then_recovers(make_agent, pg_cluster):
-    from agent_core.testing.cluster import Cluster, find_bindir
+    from agent_core.cluster import Cluster, find_bindir
 
     second = Cluster(find_bindir())
     second.init()

@@ -6,9 +6,9 @@
   cheroot, and nothing below it imports it;
 * the wiring (``agent_core.agent``) is imported only by what stands above it: the
   command line and the test support;
-* the test support (``agent_core.testing``) is imported by no runtime module but
-  ``pgwarden demo`` (which runs a throwaway cluster with it), and only it imports
-  pytest;
+* the test support (``agent_core.testing``) is imported by no runtime module, and
+  only it imports pytest (``pgwarden demo``'s throwaway cluster is
+  ``agent_core.cluster``, pytest-free);
 * no module of the core or of the project's plugins is longer than :data:`MAX_LINES`.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,14 +109,25 @@ def test_the_runtime_does_not_import_the_test_support(module):
     imported = _all_imports(MODULES[module])
     assert "pytest" not in {name.split(".")[0] for name in imported}, f"{module} imports pytest"
     support = sorted(name for name in imported if _in(name, "agent_core.testing"))
-    if module == "agent_core.cli.demo":  # pgwarden demo: a throwaway cluster, pytest-free
-        assert all(s.startswith("agent_core.testing.cluster") for s in support), support
-        return
     assert support == [], f"{module} imports {support}"
 
 
+def test_pgwarden_demo_runs_without_pytest():
+    """pytest is a test dependency only (not in the package): pgwarden demo, which starts a
+    throwaway cluster (agent_core.cluster), must import without it. Importing any module of
+    agent_core.testing runs its __init__, the pytest plugin: the cluster lives outside it."""
+    code = "import sys; sys.modules['pytest'] = None; import agent_core.cli.demo, agent_core.cli.main"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 SOURCES = sorted(
-    [*PACKAGE.rglob("*.py"), *(ROOT / "plugins").glob("*/agent_*/*.py"), *(ROOT / "examples").glob("*/agent_*.py")]
+    [
+        *PACKAGE.rglob("*.py"),
+        *(ROOT / "plugins").glob("*/agent_*/*.py"),
+        *(ROOT / "examples").glob("*/agent_*.py"),
+        *(ROOT / "examples").glob("*/agent_*/*.py"),
+    ]
 )
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 import agent_maintenance.plugin as maintenance_plugin
+from agent_core.cluster import free_port
 from agent_core.testing import KEY, Client, stop_process, wait_for
-from agent_core.testing.cluster import free_port
 
 trustme = pytest.importorskip("trustme", reason="trustme is not installed (make venv installs it)")
 

@@ -25,7 +25,7 @@ SECRET = "s3cr'et pa ss\\w=rd@x"
 
 @pytest.fixture
 def password_role(pg_cluster):
-    """A login role (pg_monitor) that must give SECRET, over TCP and the socket (see agent_core.testing.cluster)."""
+    """A login role (pg_monitor) that must give SECRET, over TCP and the socket (see agent_core.cluster)."""
     name = f"pgw_pw_{uuid.uuid4().hex[:8]}"
     pg_cluster.password_role(name, SECRET, "pg_monitor")
     yield name
@@ -105,7 +105,7 @@ def test_check_config_connects_and_reports_a_wrong_password(tmp_path, pg_cluster
 
 def test_check_config_only_warns_when_postgresql_is_down(tmp_path, pg_cluster):
     # a port nobody listens on: PostgreSQL down is not a configuration error
-    from agent_core.testing.cluster import free_port
+    from agent_core.cluster import free_port
 
     res = run_check_config(tmp_path, f"host = 127.0.0.1\nport = {free_port()}\n")
     assert res.returncode == 0, res.stderr

@@ -18,8 +18,8 @@ import threading
 import psutil
 import pytest
 
+from agent_core.cluster import Cluster, find_bindir
 from agent_core.postgres import Locality, detect_local
-from agent_core.testing.cluster import Cluster, find_bindir
 
 FIELDS = ("cpu", "memory", "read_s", "write_s", "iow")
 

@@ -19,8 +19,8 @@ import pytest
 from install_helpers import package_lock
 
 from agent_core.cli.setup import least_privilege_blocks
+from agent_core.cluster import free_port
 from agent_core.testing import serve
-from agent_core.testing.cluster import free_port
 
 #: runs pgwarden (or the demo) in subprocesses: not in the fast unit layer
 pytestmark = pytest.mark.process

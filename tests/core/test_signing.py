@@ -20,8 +20,8 @@ import uuid
 import pytest
 
 from agent_core.auth import signing
+from agent_core.cluster import free_port
 from agent_core.testing import KEY, TemboardSigner, serve, wait_for
-from agent_core.testing.cluster import free_port
 
 NOW = 1_780_000_000.0  # a fixed clock for the pure tests
 

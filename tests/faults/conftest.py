@@ -6,7 +6,7 @@ moment.
 
 The fault suites run against real PostgreSQL clusters and the real HTTP
 server like every other test. A cluster that a test stops is its own
-throwaway :class:`~agent_core.testing.cluster.Cluster`, never the session's
+throwaway :class:`~agent_core.cluster.Cluster`, never the session's
 ``pg_cluster`` that other tests use.
 """
 

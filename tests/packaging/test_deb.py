@@ -23,7 +23,7 @@ import time
 import pytest
 from install_helpers import conf_value, operator_env, package_lock, printed, scratch_root, serving, tls_request
 
-from agent_core.testing.cluster import free_port
+from agent_core.cluster import free_port
 
 pytestmark = [pytest.mark.packaging, pytest.mark.xdist_group("deb")]  # one worker builds the package
 

@@ -31,7 +31,7 @@ import time
 import pytest
 from install_helpers import operator_env, package_lock, printed, scratch_root, serving, tls_request
 
-from agent_core.testing.cluster import free_port
+from agent_core.cluster import free_port
 
 pytestmark = pytest.mark.packaging
 

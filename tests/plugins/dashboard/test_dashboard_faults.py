@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from dashboard_helpers import CPU, MEMORY, check_postgres, get, samples_until, ui_tps
 
+from agent_core.cluster import Cluster
 from agent_core.testing import throwaway_cluster
-from agent_core.testing.cluster import Cluster
 
 
 @pytest.fixture
