@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -86,10 +87,14 @@ def free_port() -> int:
     can be taken by a client's connection before the server binds it, which
     happened to an agent started a minute after its port was chosen. Ports come
     from a band of :data:`PORT_BANDS` below the ephemeral range, one per
-    pytest-xdist worker, so that workers never pick the same one; within a
+    pytest-xdist worker, so that workers never pick the same one (any other
+    process, such as a program a test runs, takes the last band); within a
     band, in turn from a random start, skipping any in use."""
     first, size, count = PORT_BANDS
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    # a program a test runs inherits PYTEST_XDIST_WORKER: it is not that worker, and
+    # must not pick a port the worker chose and has not bound yet (pgwarden demo's
+    # cluster took the port the test had chosen for its agent): the shared band
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if "pytest" in sys.modules else ""
     band = int(worker[2:]) % (count - 1) if worker[2:].isdigit() else count - 1
     low = first + band * size
     if low + size > _ephemeral_low():  # a machine with a wider ephemeral range: the kernel's choice

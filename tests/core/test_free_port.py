@@ -28,12 +28,17 @@ def test_a_port_in_use_is_skipped():
 
 
 def test_each_xdist_worker_has_a_band_of_its_own():
-    first, size, _count = PORT_BANDS
-    code = "from agent_core.cluster import free_port; print(free_port())"
+    first, size, count = PORT_BANDS
+    worker_code = "import pytest; from agent_core.cluster import free_port; print(free_port())"
+    program_code = "from agent_core.cluster import free_port; print(free_port())"
     seen = {}
     for worker in ("gw0", "gw1", "gw2"):
         env = {**os.environ, "PYTEST_XDIST_WORKER": worker}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        seen[worker] = int(out.stdout)
-    bands = {worker: (port - first) // size for worker, port in seen.items()}
-    assert bands == {"gw0": 0, "gw1": 1, "gw2": 2}
+        for kind, code in (("worker", worker_code), ("program", program_code)):
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            seen[worker, kind] = (int(out.stdout) - first) // size
+    # a worker has its band; a program a test runs (the variable inherited, no pytest) the shared last one
+    assert seen == {
+        ("gw0", "worker"): 0, ("gw1", "worker"): 1, ("gw2", "worker"): 2,
+        ("gw0", "program"): count - 1, ("gw1", "program"): count - 1, ("gw2", "program"): count - 1,
+    }  # fmt: skip
