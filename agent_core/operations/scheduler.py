@@ -87,10 +87,6 @@ class Scheduler:
         self.queue.clock = value
         self.wake()
 
-    def wake(self) -> None:
-        """Make the dispatcher look at the clock and the store again now (after a test moved the clock)."""
-        self._wake()
-
     @property
     def retention(self) -> float:
         return self.queue.retention
@@ -200,7 +196,7 @@ class Scheduler:
             capped=capped,
         )
         log.info("operation %s %s submitted for %s by %s", op_id, task, when.isoformat(), requested_by)
-        self._wake()
+        self.wake()
         return op_id
 
     def get(self, op_id: str) -> Operation | None:
@@ -231,7 +227,7 @@ class Scheduler:
         if op is None or (task is not None and op.task != task):
             raise NotFound(f"Operation {op_id!r} not found.")
         if self._transition(op_id, "todo", "canceled", error="canceled before it started"):
-            self._wake()
+            self.wake()
             return self.get(op_id)  # type: ignore[return-value]
         op = self.get(op_id)
         assert op is not None
@@ -255,7 +251,9 @@ class Scheduler:
 
     # -- internals -----------------------------------------------------
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Make the dispatcher look at the clock and the store again now (a submit, a cancel, an
+        operation ending; a test that moved the clock)."""
         with self._cond:
             self._woken = True
             self._cond.notify_all()

@@ -51,7 +51,7 @@ def run_now(agent: Agent | RunningAgent, task: str, timeout: float = 30) -> Oper
     with scheduler.store.begin() as conn:
         todo = operations.c.id == op_id, operations.c.status == "todo"
         conn.execute(operations.update().where(*todo).values(scheduled_at=now()))
-    scheduler._wake()
+    scheduler.wake()
     recurring = bool(scheduler.tasks[task].interval)
 
     def ended() -> Operation | None:
