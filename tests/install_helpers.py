@@ -31,16 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_LOCK = "/tmp/pgwarden-deb-test.lock"
 
 
-def _build_deb_module() -> Any:
-    """packaging/build_deb.py as a module (a script run by Debian's python3: no package to import it from)."""
-    spec = importlib.util.spec_from_file_location("build_deb", ROOT / "packaging" / "build_deb.py")
+def script_module(path: Path) -> Any:
+    """A script of the repository as a module (scripts/, packaging/: no package to import it from)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-BUILD_DEB = _build_deb_module()
+#: packaging/build_deb.py, a script run by Debian's python3.
+BUILD_DEB = script_module(ROOT / "packaging" / "build_deb.py")
 
 
 @contextmanager

@@ -15,26 +15,18 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from install_helpers import script_module
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "agent_core"
 
 
-def _graph_tool():
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GRAPH = _graph_tool()
+GRAPH = script_module(ROOT / "scripts" / "import_graph.py")
 #: The longest module allowed, in lines. Beyond it a module holds more than one concern: split it
 #: along its seams (the longest today: auth/signing.py, about 430 lines, one concern).
 MAX_LINES = 450
