@@ -20,7 +20,6 @@ interval. Every metric and its labels: docs/metrics.md.
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import logging
 import re
 import threading
@@ -59,16 +58,6 @@ _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LEGACY_LABEL = re.compile(r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*")
 #: Request latency buckets, seconds: most answers take milliseconds, a few (logins, big reads) seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-def is_loopback(address: str) -> bool:
-    """Whether a peer address is a loopback one (127.0.0.0/8, ::1, or 127.x mapped in IPv6)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class Live:

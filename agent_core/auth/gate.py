@@ -11,6 +11,7 @@ agent key holds ``read``, or both with ``[agent] key_writes = true``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from agent_core.auth.signing import NO_ROLE, SIGNATURE_HEADER, SignatureRefused
 from agent_core.errors import DomainError, Forbidden
-from agent_core.metrics import is_loopback
 from agent_core.roles import ROLES
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
@@ -38,6 +38,16 @@ SIGNATURE_TOLERANT = {("GET", "/discover")}
 INVALID_SIGNATURE = "invalid-signature"
 #: The one route ``[agent] metrics_loopback_open`` may open to loopback clients without credentials.
 METRICS_PATH = "/metrics"
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a peer address is a loopback one (127.0.0.0/8, ::1, or 127.x mapped in IPv6)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 @dataclass(frozen=True)

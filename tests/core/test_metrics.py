@@ -9,8 +9,9 @@ from metrics_helpers import BEARER, value
 from metrics_helpers import scrape_text as scrape
 from prometheus_client.core import GaugeMetricFamily
 
+from agent_core.auth.gate import is_loopback
 from agent_core.hookspecs import Route, TaskType, hookimpl
-from agent_core.metrics import Live, is_loopback
+from agent_core.metrics import Live
 from agent_core.testing import KEY, PASSWORD, wait_for
 
 
